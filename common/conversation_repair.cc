@@ -420,6 +420,27 @@ class Repairer {
     return absl::OkStatus();
   }
 
+  // Whether messages [e, f] hold nothing but client `tool_use` blocks whose
+  // `caller.tool_id` is `id`: a round of programmatic tool calling made by
+  // the code of server call `id` (see request_validator.h).
+  bool IsProgrammaticRound(int e, int f, std::string_view id) {
+    if (id.empty()) return false;
+    bool any = false;
+    for (int i = e; i <= f; ++i) {
+      const Json& content = Messages()[i]["content"];
+      if (!content.is_array()) return false;
+      for (const Json& block : content) {
+        if (TypeOf(block) != "tool_use") return false;
+        auto caller = block.find("caller");
+        if (caller == block.end() || GetString(*caller, "tool_id") != id) {
+          return false;
+        }
+        any = true;
+      }
+    }
+    return any;
+  }
+
   absl::Status FixUnpairedServerCall(const Violation& v) {
     Json* call = BlockAt(v);
     if (call == nullptr) return Unfixable(v);
@@ -427,35 +448,39 @@ class Repairer {
     const std::string name(GetString(*call, "name"));
     const int n = v.message_index;
     const int m = v.block_index;
-    // The late result, if any, sits in the next assistant turn.
+    // The late result, if any, sits in the next assistant turn, or (for a
+    // code execution call whose code called client tools: programmatic tool
+    // calling) in the first one after the rounds of those calls.
     auto [a, b] = TurnRange(n);
     static_cast<void>(a);
-    if (b + 1 < Size()) {
-      auto [c, d] = TurnRange(b + 1);
+    int next_user = b + 1;
+    while (next_user < Size()) {
+      auto [c, d] = TurnRange(next_user);
       static_cast<void>(c);
-      if (d + 1 < Size()) {
-        auto [e, f] = TurnRange(d + 1);
-        for (int i = e; i <= f; ++i) {
-          Json& content = Messages()[i]["content"];
-          if (!content.is_array()) continue;
-          for (std::size_t j = 0; j < content.size(); ++j) {
-            if (!IsServerResult(TypeOf(content[j])) ||
-                GetString(content[j], "tool_use_id") != id) {
-              continue;
-            }
-            Json result = std::move(content[j]);
-            const std::string type(TypeOf(result));
-            content.erase(j);
-            Json& home = Messages()[n]["content"];
-            home.insert(home.begin() + m + 1, std::move(result));
-            actions_.push_back(absl::StrCat(
-                "messages.", i, ".content.", j, ": moved the late `", type,
-                "` for ", id, " back into messages.", n,
-                ", right after its call (content.", m, ")"));
-            return absl::OkStatus();
+      if (d + 1 >= Size()) break;
+      auto [e, f] = TurnRange(d + 1);
+      for (int i = e; i <= f; ++i) {
+        Json& content = Messages()[i]["content"];
+        if (!content.is_array()) continue;
+        for (std::size_t j = 0; j < content.size(); ++j) {
+          if (!IsServerResult(TypeOf(content[j])) ||
+              GetString(content[j], "tool_use_id") != id) {
+            continue;
           }
+          Json result = std::move(content[j]);
+          const std::string type(TypeOf(result));
+          content.erase(j);
+          Json& home = Messages()[n]["content"];
+          home.insert(home.begin() + m + 1, std::move(result));
+          actions_.push_back(absl::StrCat(
+              "messages.", i, ".content.", j, ": moved the late `", type,
+              "` for ", id, " back into messages.", n,
+              ", right after its call (content.", m, ")"));
+          return absl::OkStatus();
         }
       }
+      if (!IsProgrammaticRound(e, f, id)) break;
+      next_user = f + 1;
     }
     return DropBlock(
         v, absl::StrCat("the `", name, "` call ", id,

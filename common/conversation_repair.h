@@ -35,8 +35,9 @@
 //    cannot be repaired (signed thinking cannot be invented):
 //    kFailedPrecondition;
 //  - an unpaired server call that the API no longer accepts: a late result
-//    block in the next assistant turn moves back right after its call (and so
-//    before the message's client `tool_use` blocks). Without one, the call is
+//    block in the next assistant turn (after any programmatic tool calling
+//    rounds of that call) moves back right after its call (and so before the
+//    message's client `tool_use` blocks). Without one, the call is
 //    dropped: the API never ran it, the model never saw a result, and a
 //    server call without a result has no effect on client state. The same
 //    for an unresolved call whose tool is no longer in `tools`;

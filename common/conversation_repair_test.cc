@@ -159,6 +159,40 @@ TEST(ConversationRepairTest, LateServerResultMovesHomeWhenTheTrapWouldFire) {
             "web_search_tool_result");
 }
 
+TEST(ConversationRepairTest, ProgrammaticCodeResultMovesHomeAcrossItsRounds) {
+  // FX-21's shape: the code execution call's code called client tools over
+  // two rounds; its result came in the response after the last round.
+  Json body = Body(R"([
+    {"role":"user","content":"sum the sizes"},
+    {"role":"assistant","content":[
+      {"type":"server_tool_use","id":"srvtoolu_x","name":"code_execution","input":{"code":"..."}},
+      {"type":"tool_use","id":"toolu_1","name":"client_tool","input":{},
+       "caller":{"type":"code_execution_20250825","tool_id":"srvtoolu_x"}}]},
+    {"role":"user","content":[{"type":"tool_result","tool_use_id":"toolu_1","content":"1"}]},
+    {"role":"assistant","content":[
+      {"type":"tool_use","id":"toolu_2","name":"client_tool","input":{},
+       "caller":{"type":"code_execution_20250825","tool_id":"srvtoolu_x"}}]},
+    {"role":"user","content":[{"type":"tool_result","tool_use_id":"toolu_2","content":"2"}]},
+    {"role":"assistant","content":[
+      {"type":"code_execution_tool_result","tool_use_id":"srvtoolu_x",
+       "content":{"type":"code_execution_result","stdout":"3","stderr":"",
+                  "return_code":0,"content":[]}},
+      {"type":"text","text":"The sum is 3."}]}])");
+  body["tools"].push_back(
+      ParseOrDie(R"({"type":"code_execution_20250825","name":"code_execution"})"));
+  EXPECT_THAT(Repair(body).actions, IsEmpty());
+  RepairResult normal = Normalize(body);
+  ASSERT_THAT(normal.status, IsOk());
+  // The call is kept (its rounds' tool_use blocks name it as their caller),
+  // and its result sits right after it.
+  const Json& home = normal.body["messages"][1]["content"];
+  ASSERT_EQ(home.size(), 3u) << DumpJsonPretty(normal.body);
+  EXPECT_EQ(home[0]["id"], "srvtoolu_x");
+  EXPECT_EQ(home[1]["type"], "code_execution_tool_result");
+  EXPECT_EQ(home[2]["id"], "toolu_1");
+  EXPECT_EQ(normal.body["messages"][5]["content"].size(), 1u);
+}
+
 TEST(ConversationRepairTest, TrapDeferredCallWithoutResultIsDropped) {
   RepairResult result = RepairClean(Body(R"([
     {"role":"user","content":"search and call"},

@@ -3,8 +3,42 @@
 #include "absl/strings/str_cat.h"
 
 namespace toolmesh::common {
+namespace {
+
+// Whether arrays and objects in `text` nest deeper than `limit`, counting
+// only brackets outside strings. Exact for valid JSON; for invalid text any
+// answer is fine, since the parse fails either way.
+bool NestingExceeds(std::string_view text, std::size_t limit) {
+  std::size_t depth = 0;
+  bool in_string = false;
+  for (std::size_t i = 0; i < text.size(); ++i) {
+    const char c = text[i];
+    if (in_string) {
+      if (c == '\\') {
+        ++i;
+      } else if (c == '"') {
+        in_string = false;
+      }
+      continue;
+    }
+    if (c == '"') {
+      in_string = true;
+    } else if (c == '[' || c == '{') {
+      if (++depth > limit) return true;
+    } else if ((c == ']' || c == '}') && depth > 0) {
+      --depth;
+    }
+  }
+  return false;
+}
+
+}  // namespace
 
 absl::StatusOr<Json> ParseJson(std::string_view text) {
+  if (NestingExceeds(text, kMaxJsonDepth)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "invalid JSON: nesting deeper than ", kMaxJsonDepth, " levels"));
+  }
   // The callback-free, exception-free form: errors surface as a discarded
   // value, and we re-run with a sax parser only to get a message.
   Json value = Json::parse(text.begin(), text.end(), nullptr,

@@ -9,6 +9,7 @@
 // Thread-safety: free functions, no shared state.
 #pragma once
 
+#include <cstddef>
 #include <string>
 #include <string_view>
 
@@ -19,8 +20,14 @@ namespace toolmesh::common {
 
 using Json = nlohmann::ordered_json;
 
+// The deepest nesting of arrays and objects ParseJson() accepts. Copying,
+// comparing or printing a Json recurses once per level, so a deeper value
+// from untrusted bytes could overflow the stack.
+inline constexpr std::size_t kMaxJsonDepth = 1024;
+
 // Parses `text` as one JSON value (surrounding whitespace allowed).
-// Returns kInvalidArgument with the parser's position and reason on bad input.
+// Returns kInvalidArgument with the parser's position and reason on bad input,
+// and for nesting deeper than kMaxJsonDepth.
 absl::StatusOr<Json> ParseJson(std::string_view text);
 
 // Serialises `value` compactly. Invalid UTF-8 inside strings is replaced with

@@ -61,6 +61,9 @@ struct Block {
   std::string type;
   std::string id;    // tool_use id, or tool_use_id of a result block
   std::string name;  // tool name of a call
+  // For a client `tool_use` made by code (programmatic tool calling): the
+  // `caller.tool_id` of the server call whose code made it.
+  std::string caller_id;
 };
 
 // Consecutive messages with the same role (d.8).
@@ -205,7 +208,7 @@ class Validator {
 
     std::vector<Block> blocks;
     if (content->is_string()) {
-      if (!empty) blocks.push_back(Block{m, -1, "text", "", ""});
+      if (!empty) blocks.push_back(Block{m, -1, "text", "", "", ""});
     } else {
       for (std::size_t b = 0; b < content->size(); ++b) {
         if (auto block = CheckBlock(m, static_cast<int>(b), (*content)[b])) {
@@ -238,7 +241,7 @@ class Validator {
           "Input should be a valid string");
       return std::nullopt;
     }
-    Block out{m, b, type_it->get<std::string>(), "", ""};
+    Block out{m, b, type_it->get<std::string>(), "", "", ""};
     const std::string& type = out.type;
     if (IsDeltaTag(type)) {
       Add(0, m, b, Rule::kUnknownBlockTag, path,
@@ -275,6 +278,10 @@ class Validator {
       if (!id || !name) return std::nullopt;
       out.id = std::move(*id);
       out.name = std::move(*name);
+      auto caller = block.find("caller");
+      if (type == "tool_use" && caller != block.end()) {
+        out.caller_id = std::string(GetString(*caller, "tool_id"));
+      }
     } else if (type == "tool_result" || IsServerResult(type)) {
       auto id = RequireString(m, b, block, type, "tool_use_id");
       if (!id) return std::nullopt;
@@ -394,15 +401,43 @@ class Validator {
     return false;
   }
 
-  // Whether every user turn after `t` holds only `tool_result` blocks.
-  bool OnlyToolResultsAfter(std::size_t t) const {
-    for (std::size_t u = t + 1; u < turns_.size(); ++u) {
+  // only_results_after[t]: whether every user turn after `t` holds only
+  // `tool_result` blocks. One pass from the end, so linear in the request.
+  std::vector<bool> OnlyToolResultsAfter() const {
+    std::vector<bool> only(turns_.size(), true);
+    bool ok = true;
+    for (std::size_t u = turns_.size(); u-- > 0;) {
+      only[u] = ok;
       if (turns_[u].assistant) continue;
       for (const Block& block : turns_[u].blocks) {
-        if (block.type != "tool_result") return false;
+        if (block.type != "tool_result") ok = false;
       }
     }
+    return only;
+  }
+
+  // Whether assistant turn `t` is a round of programmatic tool calling for
+  // server call `id`: it holds nothing but client `tool_use` blocks whose
+  // `caller` is that call (FX-21). The API sends such a response while the
+  // call's code runs; the call's result comes in a later response.
+  bool IsProgrammaticRound(std::size_t t, const std::string& id) const {
+    if (id.empty() || t >= turns_.size() || !turns_[t].assistant ||
+        turns_[t].blocks.empty()) {
+      return false;
+    }
+    for (const Block& block : turns_[t].blocks) {
+      if (block.type != "tool_use" || block.caller_id != id) return false;
+    }
     return true;
+  }
+
+  // The assistant turn in which the API answers unpaired server call `id` of
+  // assistant turn `t`: the next one, after any programmatic rounds of that
+  // call. turns_.size() or more when no such turn exists yet.
+  std::size_t ResolutionTurn(std::size_t t, const std::string& id) const {
+    std::size_t r = t + 2;  // turns alternate roles
+    while (IsProgrammaticRound(r, id)) r += 2;
+    return r;
   }
 
   // The ids answered by the leading run of result blocks of turn `t`.
@@ -418,25 +453,39 @@ class Validator {
 
   // d.6.
   void CheckServerPairing() {
-    // Unpaired calls per assistant turn, for the late-result exemption.
-    std::vector<absl::flat_hash_set<std::string>> unpaired(turns_.size());
+    // Per assistant turn, the unpaired calls whose late result may open it.
+    std::vector<absl::flat_hash_set<std::string>> late_expected(turns_.size());
+    const std::vector<bool> only_results_after = OnlyToolResultsAfter();
+    std::vector<absl::flat_hash_set<std::string>> leading_results(
+        turns_.size());
+    for (std::size_t t = 0; t < turns_.size(); ++t) {
+      if (turns_[t].assistant) leading_results[t] = LeadingResults(t);
+    }
     for (std::size_t t = 0; t < turns_.size(); ++t) {
       const Turn& turn = turns_[t];
       if (!turn.assistant) continue;
-      const bool later_ok = OnlyToolResultsAfter(t);
-      const bool is_last_assistant = t + 2 >= turns_.size();
-      const absl::flat_hash_set<std::string> late = LeadingResults(t + 2);
+      const bool later_ok = only_results_after[t];
+      // paired[i]: a result block with call i's id follows it in the turn.
+      std::vector<bool> paired(turn.blocks.size(), false);
+      {
+        absl::flat_hash_set<std::string> results_after;
+        for (std::size_t i = turn.blocks.size(); i-- > 0;) {
+          const Block& block = turn.blocks[i];
+          if (IsServerCall(block.type)) {
+            paired[i] = results_after.contains(block.id);
+          } else if (IsServerResult(block.type)) {
+            results_after.insert(block.id);
+          }
+        }
+      }
       for (std::size_t i = 0; i < turn.blocks.size(); ++i) {
         const Block& call = turn.blocks[i];
-        if (!IsServerCall(call.type)) continue;
-        bool paired = false;
-        for (std::size_t j = i + 1; j < turn.blocks.size() && !paired; ++j) {
-          paired = IsServerResult(turn.blocks[j].type) &&
-                   turn.blocks[j].id == call.id;
-        }
-        if (paired) continue;
-        unpaired[t].insert(call.id);
-        const bool late_found = late.contains(call.id);
+        if (!IsServerCall(call.type) || paired[i]) continue;
+        const std::size_t r = ResolutionTurn(t, call.id);
+        const bool is_last_assistant = r >= turns_.size();
+        if (!is_last_assistant) late_expected[r].insert(call.id);
+        const bool late_found =
+            !is_last_assistant && leading_results[r].contains(call.id);
         bool accepted = later_ok && (is_last_assistant ||
                                      (late_found &&
                                       options_.accept_late_server_results));
@@ -475,8 +524,7 @@ class Validator {
           continue;
         }
         if (calls_before.contains(block.id)) continue;
-        if (turn.assistant && leading && t >= 2 &&
-            unpaired[t - 2].contains(block.id)) {
+        if (turn.assistant && leading && late_expected[t].contains(block.id)) {
           continue;
         }
         const std::string_view call_type =

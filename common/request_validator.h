@@ -38,7 +38,10 @@
 //    (the pydantic-ai "trap"), and then only if (a) no assistant turn follows
 //    (pause_turn continuation, FX-10; deferred call, FX-19), or (b) the next
 //    assistant turn opens, in its leading run of result blocks, with the late
-//    result (the shape the API itself answers with). Anything else, e.g. a
+//    result (the shape the API itself answers with). Programmatic tool
+//    calling (FX-21): assistant turns that hold only client `tool_use` blocks
+//    whose `caller.tool_id` is the call are rounds of its running code; "the
+//    next assistant turn" is then the first one after those rounds. Anything else, e.g. a
 //    follow-up user text in a replayed history, gets the "was found without a
 //    corresponding ..." text at the call's path. With
 //    `accept_late_server_results = false`, case (b) is rejected too: that is

@@ -320,6 +320,72 @@ TEST(RequestValidatorTest, PauseTurnContinuationAsSeparateMessageIsValid) {
               IsEmpty());
 }
 
+// Programmatic tool calling (FX-21): the code execution call stays open while
+// its code calls client tools, one API response per round; each round's
+// response holds only `tool_use` blocks whose `caller` names the call.
+constexpr char kProgrammatic[] = R"([
+    {"role":"user","content":"sum the sizes"},
+    {"role":"assistant","content":[
+      {"type":"text","text":"Running code."},
+      {"type":"server_tool_use","id":"srvtoolu_x","name":"code_execution","input":{"code":"..."}},
+      {"type":"tool_use","id":"toolu_1","name":"client_tool","input":{"p":1},
+       "caller":{"type":"code_execution_20250825","tool_id":"srvtoolu_x"}}]},
+    {"role":"user","content":[{"type":"tool_result","tool_use_id":"toolu_1","content":"1"}]},
+    {"role":"assistant","content":[
+      {"type":"tool_use","id":"toolu_2","name":"client_tool","input":{"p":2},
+       "caller":{"type":"code_execution_20250825","tool_id":"srvtoolu_x"}}]},
+    {"role":"user","content":[{"type":"tool_result","tool_use_id":"toolu_2","content":"2"}]}])";
+
+Json ProgrammaticBody() {
+  Json body = Body(kProgrammatic);
+  body["tools"].push_back(
+      ParseOrDie(R"({"type":"code_execution_20250825","name":"code_execution"})"));
+  return body;
+}
+
+TEST(RequestValidatorTest, ProgrammaticToolCallingRoundsKeepTheCodeCallOpen) {
+  EXPECT_THAT(ValidateRequest(ProgrammaticBody()), IsEmpty());
+}
+
+TEST(RequestValidatorTest, ProgrammaticCodeResultAfterItsRoundsIsALateResult) {
+  Json body = ProgrammaticBody();
+  body["messages"].push_back(ParseOrDie(R"({"role":"assistant","content":[
+      {"type":"code_execution_tool_result","tool_use_id":"srvtoolu_x",
+       "content":{"type":"code_execution_result","stdout":"3","stderr":"",
+                  "return_code":0,"content":[]}},
+      {"type":"text","text":"The sum is 3."}]})"));
+  EXPECT_THAT(ValidateRequest(body), IsEmpty());
+  ValidateOptions strict;
+  strict.accept_late_server_results = false;
+  EXPECT_THAT(Messages(ValidateRequest(body, strict)),
+              ElementsAre("messages.1.content.1: `code_execution` tool use with "
+                          "id `srvtoolu_x` was found without a corresponding "
+                          "`code_execution_tool_result` block"));
+  // The trap holds for it too: a follow-up with other content.
+  body["messages"].push_back(ParseOrDie(R"({"role":"user","content":"thanks"})"));
+  EXPECT_THAT(Messages(ValidateRequest(body)),
+              ElementsAre("messages.1.content.1: `code_execution` tool use with "
+                          "id `srvtoolu_x` was found without a corresponding "
+                          "`code_execution_tool_result` block"));
+}
+
+TEST(RequestValidatorTest, RoundOfOtherCallsDoesNotExtendAnOpenServerCall) {
+  // toolu_2 was called directly (no caller): the model sampled again, so the
+  // deferred web search had to be answered at the start of that turn.
+  Json body = Body(R"([
+    {"role":"user","content":"search and call"},
+    {"role":"assistant","content":[
+      {"type":"server_tool_use","id":"srvtoolu_d","name":"web_search","input":{"query":"q"}},
+      {"type":"tool_use","id":"toolu_c","name":"client_tool","input":{}}]},
+    {"role":"user","content":[{"type":"tool_result","tool_use_id":"toolu_c","content":"ok"}]},
+    {"role":"assistant","content":[
+      {"type":"tool_use","id":"toolu_2","name":"client_tool","input":{},
+       "caller":{"type":"direct"}}]},
+    {"role":"user","content":[{"type":"tool_result","tool_use_id":"toolu_2","content":"ok"}]}])");
+  EXPECT_THAT(Messages(ValidateRequest(body)),
+              ElementsAre(D6("messages.1.content.0", "srvtoolu_d")));
+}
+
 TEST(RequestValidatorTest, UnresolvedServerCallNeedsItsTool) {
   Json body = Body(kDeferred);
   body["tools"].erase(0);

@@ -915,6 +915,32 @@ TEST(StreamAccumulatorTest, HostileIndexIsRejected) {
               StatusIs(absl::StatusCode::kInvalidArgument));
 }
 
+TEST(StreamAccumulatorTest, DeeplyNestedEventIsProtocolErrorNotACrash) {
+  // 200 KB of brackets: nlohmann parses it iteratively, but copying or
+  // printing such a value recurses once per level and overflows the stack.
+  const std::size_t depth = 100000;
+  StreamAccumulator acc;
+  ASSERT_THAT(acc.Feed(Ev(kStart)), IsOk());
+  EXPECT_THAT(acc.Feed(absl::StrCat(
+                  "event: content_block_start\ndata: "
+                  R"({"type":"content_block_start","index":0,"content_block":)"
+                  R"({"type":"text","text":"","x":)",
+                  std::string(depth, '['), std::string(depth, ']'), "}}\n\n")),
+              StatusIs(absl::StatusCode::kInvalidArgument));
+  EXPECT_EQ(acc.error()->kind, Kind::kProtocol);
+  EXPECT_THAT(acc.error()->message, HasSubstr("nesting"));
+  // Ordinary nesting is untouched, inside strings too.
+  EXPECT_THAT(ParseJson(absl::StrCat(std::string(kMaxJsonDepth, '['),
+                                     std::string(kMaxJsonDepth, ']'))),
+              IsOk());
+  EXPECT_THAT(ParseJson(absl::StrCat(std::string(kMaxJsonDepth + 1, '['),
+                                     std::string(kMaxJsonDepth + 1, ']'))),
+              StatusIs(absl::StatusCode::kInvalidArgument));
+  EXPECT_THAT(ParseJson(absl::StrCat("[\"", std::string(depth, '['),
+                                     "\\\"\"]")),
+              IsOk());
+}
+
 TEST(StreamAccumulatorTest, PartialMessageHoldsOnlyStoppedBlocks) {
   StreamAccumulator acc;
   EXPECT_TRUE(acc.PartialMessage().is_null());
