@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <string>
+#include <thread>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -182,6 +183,16 @@ absl::Status FakeApiServer::Start() {
   port_ = port;
   started_ = true;
   thread_ = std::thread([this] { server_->listen_after_bind(); });
+  // cpp-httplib's stop() does nothing until the listen loop has marked the
+  // server running, so a Stop() right after Start() would hang on join.
+  // Start() returns only once the loop runs (it sets the flag first thing).
+  const absl::Time give_up = absl::Now() + absl::Seconds(10);
+  while (!server_->is_running()) {
+    if (absl::Now() > give_up) {
+      return absl::InternalError("the HTTP server thread did not start");
+    }
+    std::this_thread::yield();
+  }
   return absl::OkStatus();
 }
 

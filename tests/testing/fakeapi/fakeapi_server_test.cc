@@ -169,6 +169,16 @@ class FakeApiServerTest : public ::testing::Test {
 // ---------------------------------------------------------------------------
 // Headers, validation, non-streaming.
 
+TEST(FakeApiServerLifecycleTest, StopRightAfterStartReturns) {
+  // A Stop() before the server loop had started used to be ignored by
+  // cpp-httplib and hang on join; repeat to make the race likely.
+  for (int i = 0; i < 50; ++i) {
+    FakeApiServer server(FakeApiOptions{});
+    ASSERT_TRUE(server.Start().ok());
+    server.Stop();
+  }
+}
+
 TEST_F(FakeApiServerTest, MissingApiKeyIs401AuthenticationError) {
   Start({});
   HttpResult r = Post(UserRequest("hi"), {"anthropic-version: 2023-06-01"});
