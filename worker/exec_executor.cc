@@ -14,10 +14,13 @@
 #include <unistd.h>
 
 #include <algorithm>
-#include <atomic>
 #include <chrono>
+#include <cstdint>
 #include <cstdlib>
+#include <memory>
+#include <string>
 #include <utility>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
 
@@ -108,13 +111,18 @@ struct SpawnSetup {
 
 }  // namespace
 
-struct ExecExecutor::Call {
+class ExecExecutor::Call final : public CallState {
+ public:
   explicit Call(common::ToolUseId call_id)
-      : id(std::move(call_id)), wake(eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) {}
+      : CallState(std::move(call_id)),
+        wake(eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) {}
 
-  // Asks the call's thread to kill the process group.
-  void RequestCancel() {
-    cancelled.store(true);
+  // Polled by the call's thread; readable once a cancel was requested.
+  const UniqueFd wake;
+
+ protected:
+  // Wakes the call's thread to kill the process group.
+  void Wake() override {
     if (wake.valid()) {
       uint64_t one = 1;
       // A full counter already wakes the poller; nothing to do on failure.
@@ -122,10 +130,6 @@ struct ExecExecutor::Call {
       (void)unused;
     }
   }
-
-  const common::ToolUseId id;
-  const UniqueFd wake;
-  std::atomic<bool> cancelled{false};
 };
 
 ExecExecutor::ExecExecutor(ExecSpec spec, ExecOptions options)
@@ -140,86 +144,26 @@ ExecExecutor::ExecExecutor(ExecSpec spec, ExecOptions options)
   }
 }
 
-ExecExecutor::~ExecExecutor() {
-  std::vector<std::thread> threads;
-  {
-    absl::MutexLock lock(&mu_);
-    for (auto& [id, call] : running_) call->RequestCancel();
-    for (auto& [serial, thread] : threads_) threads.push_back(std::move(thread));
-    threads_.clear();
-    finished_.clear();
-  }
-  for (std::thread& thread : threads) thread.join();
-}
+ExecExecutor::~ExecExecutor() = default;
 
 void ExecExecutor::Run(const ToolCall& call, DoneCallback done) {
-  JoinFinished();
   auto state = std::make_shared<Call>(call.id);
-  bool duplicate = false;
-  {
-    absl::MutexLock lock(&mu_);
-    if (!running_.try_emplace(call.id, state).second) {
-      duplicate = true;
-    } else {
-      uint64_t serial = next_serial_++;
-      // The thread's first step takes mu_, so it cannot retire before it
-      // is registered here.
-      threads_.emplace(serial, std::thread(&ExecExecutor::CallThread, this,
-                                           state, common::DumpJson(call.input),
-                                           std::move(done), serial));
-    }
-  }
-  if (duplicate) {
-    done(ErrorOutcome(OutcomeReason::kToolFailed,
-                      absl::StrCat("a call with id ", call.id.value(),
-                                   " is already running")));
-  }
+  calls_.Start(
+      state,
+      [this, state, input = common::DumpJson(call.input)]() {
+        // Writing to a stdin the tool has closed must give EPIPE here, not
+        // kill the worker.
+        sigset_t pipe_set;
+        sigemptyset(&pipe_set);
+        sigaddset(&pipe_set, SIGPIPE);
+        pthread_sigmask(SIG_BLOCK, &pipe_set, nullptr);
+        return RunProcess(*state, input);
+      },
+      std::move(done));
 }
 
 bool ExecExecutor::Cancel(const common::ToolUseId& id) {
-  absl::MutexLock lock(&mu_);
-  auto it = running_.find(id);
-  if (it == running_.end()) return false;
-  it->second->RequestCancel();
-  return true;
-}
-
-void ExecExecutor::JoinFinished() {
-  std::vector<std::thread> done_threads;
-  {
-    absl::MutexLock lock(&mu_);
-    for (uint64_t serial : finished_) {
-      auto it = threads_.find(serial);
-      if (it == threads_.end()) continue;
-      done_threads.push_back(std::move(it->second));
-      threads_.erase(it);
-    }
-    finished_.clear();
-  }
-  for (std::thread& thread : done_threads) thread.join();
-}
-
-void ExecExecutor::CallThread(std::shared_ptr<Call> call, std::string input,
-                              DoneCallback done, uint64_t serial) {
-  {
-    // Waits for Run() to finish registering this thread.
-    absl::MutexLock lock(&mu_);
-  }
-  // Writing to a stdin the tool has closed must give EPIPE here, not kill
-  // the worker.
-  sigset_t pipe_set;
-  sigemptyset(&pipe_set);
-  sigaddset(&pipe_set, SIGPIPE);
-  pthread_sigmask(SIG_BLOCK, &pipe_set, nullptr);
-
-  ToolOutcome outcome = RunProcess(*call, input);
-  {
-    absl::MutexLock lock(&mu_);
-    running_.erase(call->id);
-  }
-  done(std::move(outcome));
-  absl::MutexLock lock(&mu_);
-  finished_.push_back(serial);
+  return calls_.Cancel(id);
 }
 
 ToolOutcome ExecExecutor::RunProcess(Call& call, const std::string& input) {
@@ -329,7 +273,7 @@ ToolOutcome ExecExecutor::RunProcess(Call& call, const std::string& input) {
   };
 
   while (true) {
-    if (call.cancelled.load()) kill_group(Killed::kCancelled);
+    if (call.cancelled()) kill_group(Killed::kCancelled);
     const SteadyClock::time_point now = SteadyClock::now();
     if (now >= deadline) kill_group(Killed::kTimeout);
     if (exited()) break;

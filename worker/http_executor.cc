@@ -3,13 +3,14 @@
 
 #include <curl/curl.h>
 
-#include <atomic>
 #include <chrono>
 #include <memory>
 #include <mutex>
+#include <string>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
 
 namespace toolmesh::worker {
 
@@ -52,20 +53,20 @@ void GlobalInitOnce() {
 
 }  // namespace
 
-struct HttpExecutor::Call {
-  explicit Call(common::ToolUseId call_id) : id(std::move(call_id)) {}
+class HttpExecutor::Call final : public CallState {
+ public:
+  explicit Call(common::ToolUseId call_id) : CallState(std::move(call_id)) {}
 
-  void RequestCancel() {
-    cancelled.store(true);
-    absl::MutexLock lock(&mu);
-    if (multi != nullptr) curl_multi_wakeup(multi);
-  }
-
-  const common::ToolUseId id;
-  std::atomic<bool> cancelled{false};
   absl::Mutex mu;
   // The call's multi handle while its request runs.
   CURLM* multi ABSL_GUARDED_BY(mu) = nullptr;
+
+ protected:
+  // Interrupts the call's curl_multi_poll.
+  void Wake() override {
+    absl::MutexLock lock(&mu);
+    if (multi != nullptr) curl_multi_wakeup(multi);
+  }
 };
 
 HttpExecutor::HttpExecutor(HttpSpec spec, HttpOptions options)
@@ -73,83 +74,20 @@ HttpExecutor::HttpExecutor(HttpSpec spec, HttpOptions options)
   GlobalInitOnce();
 }
 
-HttpExecutor::~HttpExecutor() {
-  std::vector<std::thread> threads;
-  {
-    absl::MutexLock lock(&mu_);
-    for (auto& [id, call] : running_) call->RequestCancel();
-    for (auto& [serial, thread] : threads_) threads.push_back(std::move(thread));
-    threads_.clear();
-    finished_.clear();
-  }
-  for (std::thread& thread : threads) thread.join();
-}
+HttpExecutor::~HttpExecutor() = default;
 
 void HttpExecutor::Run(const ToolCall& call, DoneCallback done) {
-  JoinFinished();
   auto state = std::make_shared<Call>(call.id);
-  bool duplicate = false;
-  {
-    absl::MutexLock lock(&mu_);
-    if (!running_.try_emplace(call.id, state).second) {
-      duplicate = true;
-    } else {
-      uint64_t serial = next_serial_++;
-      // The thread's first step takes mu_, so it cannot retire before it
-      // is registered here.
-      threads_.emplace(serial, std::thread(&HttpExecutor::CallThread, this,
-                                           state, common::DumpJson(call.input),
-                                           std::move(done), serial));
-    }
-  }
-  if (duplicate) {
-    done(ErrorOutcome(OutcomeReason::kToolFailed,
-                      absl::StrCat("a call with id ", call.id.value(),
-                                   " is already running")));
-  }
+  calls_.Start(
+      state,
+      [this, state, body = common::DumpJson(call.input)]() {
+        return Post(*state, body);
+      },
+      std::move(done));
 }
 
 bool HttpExecutor::Cancel(const common::ToolUseId& id) {
-  std::shared_ptr<Call> call;
-  {
-    absl::MutexLock lock(&mu_);
-    auto it = running_.find(id);
-    if (it == running_.end()) return false;
-    call = it->second;
-  }
-  call->RequestCancel();
-  return true;
-}
-
-void HttpExecutor::JoinFinished() {
-  std::vector<std::thread> done_threads;
-  {
-    absl::MutexLock lock(&mu_);
-    for (uint64_t serial : finished_) {
-      auto it = threads_.find(serial);
-      if (it == threads_.end()) continue;
-      done_threads.push_back(std::move(it->second));
-      threads_.erase(it);
-    }
-    finished_.clear();
-  }
-  for (std::thread& thread : done_threads) thread.join();
-}
-
-void HttpExecutor::CallThread(std::shared_ptr<Call> call, std::string body,
-                              DoneCallback done, uint64_t serial) {
-  {
-    // Waits for Run() to finish registering this thread.
-    absl::MutexLock lock(&mu_);
-  }
-  ToolOutcome outcome = Post(*call, body);
-  {
-    absl::MutexLock lock(&mu_);
-    running_.erase(call->id);
-  }
-  done(std::move(outcome));
-  absl::MutexLock lock(&mu_);
-  finished_.push_back(serial);
+  return calls_.Cancel(id);
 }
 
 ToolOutcome HttpExecutor::Post(Call& call, const std::string& body) {
@@ -197,7 +135,7 @@ ToolOutcome HttpExecutor::Post(Call& call, const std::string& body) {
 
   CURLcode result = CURLE_OK;
   bool finished = false;
-  while (!call.cancelled.load()) {
+  while (!call.cancelled()) {
     int running = 0;
     if (curl_multi_perform(multi.get(), &running) != CURLM_OK) {
       result = CURLE_FAILED_INIT;

@@ -23,16 +23,11 @@
 #pragma once
 
 #include <cstddef>
-#include <cstdint>
-#include <memory>
 #include <string>
-#include <thread>
-#include <vector>
 
-#include "absl/container/flat_hash_map.h"
-#include "absl/synchronization/mutex.h"
 #include "common/ids.h"
 #include "worker/executor.h"
+#include "worker/thread_per_call_executor.h"
 #include "worker/tools_config.h"
 
 namespace toolmesh::worker {
@@ -54,24 +49,17 @@ class HttpExecutor final : public Executor {
   bool Cancel(const common::ToolUseId& id) override;
 
  private:
-  struct Call;
+  class Call;
 
-  void CallThread(std::shared_ptr<Call> call, std::string body,
-                  DoneCallback done, uint64_t serial);
   ToolOutcome Post(Call& call, const std::string& body);
-  // Joins threads that have finished. Must not hold mu_.
-  void JoinFinished();
 
   // Constant after construction.
   const HttpSpec spec_;
   const HttpOptions options_;
 
-  absl::Mutex mu_;
-  absl::flat_hash_map<common::ToolUseId, std::shared_ptr<Call>> running_
-      ABSL_GUARDED_BY(mu_);
-  absl::flat_hash_map<uint64_t, std::thread> threads_ ABSL_GUARDED_BY(mu_);
-  std::vector<uint64_t> finished_ ABSL_GUARDED_BY(mu_);
-  uint64_t next_serial_ ABSL_GUARDED_BY(mu_) = 0;
+  // Last, so its destructor joins the call threads before the members above
+  // go away.
+  CallThreads calls_;
 };
 
 }  // namespace toolmesh::worker
