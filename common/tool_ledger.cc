@@ -356,7 +356,8 @@ LedgerOutcome ToolLedger::Start(const ToolUseId& id, int attempt) {
 }
 
 LedgerOutcome ToolLedger::Requeue(const ToolUseId& id,
-                                  std::string_view message) {
+                                  std::string_view message,
+                                  bool counts_as_attempt) {
   ToolEntry* entry = Find(id);
   if (entry == nullptr) {
     ++counters_.unknown_ids;
@@ -374,10 +375,11 @@ LedgerOutcome ToolLedger::Requeue(const ToolUseId& id,
     ++counters_.inapplicable_events;
     return LedgerOutcome::kWrongState;
   }
-  if (entry->attempt >= options_.max_attempts) {
+  if (counts_as_attempt &&
+      ++entry->lost_deliveries >= options_.max_attempts) {
     Transition(*entry, ToolState::kError, ErrorReason::kWorkerLost,
-               WithDetail(Cat("the worker was lost on each of ", entry->attempt,
-                              " attempts"),
+               WithDetail(Cat("the worker was lost on each of ",
+                              entry->lost_deliveries, " attempts"),
                           message));
     return LedgerOutcome::kApplied;
   }

@@ -110,6 +110,8 @@ struct ToolEntry {
   int step = 0;  // the step (assistant message) that announced it
   ToolState state = ToolState::kPending;
   int attempt = 1;  // current delivery attempt (client tools), from 1
+  // Deliveries lost and counted against max_attempts (see Requeue()).
+  int lost_deliveries = 0;
 
   // The complete input, once SetInput() accepted it.
   std::optional<Json> input;
@@ -243,8 +245,12 @@ class ToolLedger {
 
   // The current delivery was lost (lease expired, worker disconnected):
   // RUNNING -> PENDING with attempt+1, or ERROR worker_lost once
-  // max_attempts deliveries are spent. `message` details the loss.
-  LedgerOutcome Requeue(const ToolUseId& id, std::string_view message = {});
+  // max_attempts deliveries were lost. `message` details the loss. A
+  // delivery handed back on purpose (a draining worker's ReturnCall) passes
+  // `counts_as_attempt` = false: the attempt number still grows, but it is
+  // not counted against max_attempts.
+  LedgerOutcome Requeue(const ToolUseId& id, std::string_view message = {},
+                        bool counts_as_attempt = true);
 
   // A worker's result for client tool `id`. `attempt` must be the current
   // attempt (else kStaleAttempt, counted as stale_results); a result for a

@@ -374,6 +374,28 @@ TEST_F(ToolLedgerTest, RequeueUpToMaxAttemptsThenWorkerLost) {
   EXPECT_EQ(ledger_.counters().ignored_terminal_events, 1);
 }
 
+TEST_F(ToolLedgerTest, HandedBackDeliveriesDoNotCountAgainstMaxAttempts) {
+  RunningClient("a");
+  // A draining worker hands the call back twice; attempts grow, the limit
+  // of lost deliveries is untouched.
+  for (int attempt = 2; attempt <= 3; ++attempt) {
+    ASSERT_EQ(ledger_.Requeue(Id("a"), "draining", /*counts_as_attempt=*/false),
+              LedgerOutcome::kApplied);
+    ASSERT_EQ(ledger_.Start(Id("a"), attempt), LedgerOutcome::kApplied);
+  }
+  for (int attempt = 4; attempt <= 5; ++attempt) {
+    ASSERT_EQ(ledger_.Requeue(Id("a"), "lease expired"),
+              LedgerOutcome::kApplied);
+    ASSERT_EQ(StateOf("a"), ToolState::kPending);
+    ASSERT_EQ(ledger_.Start(Id("a"), attempt), LedgerOutcome::kApplied);
+  }
+  EXPECT_EQ(ledger_.Get(Id("a"))->lost_deliveries, 2);
+  EXPECT_EQ(ledger_.Requeue(Id("a"), "lease expired"), LedgerOutcome::kApplied);
+  EXPECT_EQ(StateOf("a"), ToolState::kError);
+  EXPECT_EQ(ledger_.Get(Id("a"))->reason, ErrorReason::kWorkerLost);
+  EXPECT_EQ(ledger_.Get(Id("a"))->attempt, 5);
+}
+
 TEST(ToolLedgerOptionsTest, MaxAttemptsOptionIsHonoured) {
   TransitionRecorder recorder;
   ToolLedger ledger(recorder.Sink(), ToolLedgerOptions{.max_attempts = 1});
