@@ -122,7 +122,10 @@ TEST(ProtoDescriptorTest, TaskServiceHasExactlyTheContractMethods) {
                       "toolmesh.v1.CancelTaskResponse"},
           MethodShape{"ListTasks", Streaming::kUnary,
                       "toolmesh.v1.ListTasksRequest",
-                      "toolmesh.v1.ListTasksResponse"}));
+                      "toolmesh.v1.ListTasksResponse"},
+          MethodShape{"ListWorkers", Streaming::kUnary,
+                      "toolmesh.v1.ListWorkersRequest",
+                      "toolmesh.v1.ListWorkersResponse"}));
 }
 
 TEST(ProtoDescriptorTest, WorkerServiceHasOneBidiConnect) {
