@@ -1,0 +1,695 @@
+#include "orchestrator/engine/engine.h"
+
+#include <algorithm>
+#include <iostream>
+#include <string>
+#include <utility>
+
+#include "absl/random/random.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "common/conversation_repair.h"
+#include "common/request_validator.h"
+#include "google/protobuf/util/message_differencer.h"
+#include "google/protobuf/util/time_util.h"
+#include "orchestrator/engine/task_runner.h"
+#include "orchestrator/grpc/status_conversion.h"
+
+namespace toolmesh::orchestrator {
+namespace {
+
+using common::Json;
+using google::protobuf::util::TimeUtil;
+
+constexpr std::uint32_t kDefaultPageSize = 100;
+constexpr std::uint32_t kMaxPageSize = 1000;
+
+absl::Status Unavailable() {
+  return absl::UnavailableError("the orchestrator is shutting down");
+}
+
+std::string NewTaskId(absl::BitGen& gen) {
+  static constexpr char kAlphabet[] = "0123456789abcdefghjkmnpqrstvwxyz";
+  std::string id = "task_";
+  for (int i = 0; i < 24; ++i) {
+    id.push_back(kAlphabet[absl::Uniform(gen, 0, 32)]);
+  }
+  return id;
+}
+
+std::string_view TaskStateLabel(v1::TaskState state) {
+  switch (state) {
+    case v1::TASK_STATE_QUEUED:
+      return "queued";
+    case v1::TASK_STATE_RUNNING:
+      return "running";
+    case v1::TASK_STATE_CANCELLING:
+      return "cancelling";
+    case v1::TASK_STATE_COMPLETED:
+      return "completed";
+    case v1::TASK_STATE_FAILED:
+      return "failed";
+    case v1::TASK_STATE_CANCELLED:
+      return "cancelled";
+    default:
+      return "unspecified";
+  }
+}
+
+}  // namespace
+
+// --- Engine::State: everything the engine thread owns ----------------------
+
+class Engine::State final : public RunnerEnv, public DispatchListener {
+ public:
+  State(Engine& engine, common::Clock& clock,
+        common::ModelTransport& transport, common::RandomSource& random)
+      : engine_(engine),
+        clock_(clock),
+        transport_(transport),
+        retry_policy_(MakeRetryPolicy(engine.options_.retry, random)),
+        dispatcher_(engine.options_.dispatch, clock,
+                    [queue = engine.queue_](absl::AnyInvocable<void()> fn) {
+                      queue->Post(std::move(fn));
+                    },
+                    *this) {}
+
+  // --- RunnerEnv ---
+  common::Clock& clock() override { return clock_; }
+  common::ModelTransport& transport() override { return transport_; }
+  common::RetryPolicy& retry_policy() override { return retry_policy_; }
+  Dispatcher& dispatcher() override { return dispatcher_; }
+  const std::shared_ptr<EngineQueue>& queue() override {
+    return engine_.queue_;
+  }
+  const common::HttpHeaders& extra_headers() override {
+    return engine_.options_.extra_headers;
+  }
+  void OnTaskFinished(TaskRunner& runner) override {
+    --active_tasks_;
+    ++finished_by_state_[runner.state()];
+  }
+  void OnRequestRepaired(TaskRunner& /*runner*/,
+                         const std::string& /*detail*/) override {
+    ++requests_repaired_;
+  }
+
+  // --- DispatchListener: routes by task id ---
+  void OnCallStarted(const CallRef& call,
+                     const std::string& worker_id) override {
+    if (TaskRunner* runner = Find(call.task_id)) {
+      runner->OnCallStarted(call, worker_id);
+    }
+  }
+  void OnCallResult(const CallRef& call, Json content,
+                    bool is_error) override {
+    if (TaskRunner* runner = Find(call.task_id)) {
+      runner->OnCallResult(call, std::move(content), is_error);
+    }
+  }
+  void OnCallLost(const CallRef& call, std::string_view message,
+                  bool counts_as_attempt) override {
+    ++calls_lost_;
+    if (TaskRunner* runner = Find(call.task_id)) {
+      runner->OnCallLost(call, message, counts_as_attempt);
+    }
+  }
+  void OnCallFailed(const CallRef& call, common::ErrorReason reason,
+                    std::string_view message) override {
+    if (TaskRunner* runner = Find(call.task_id)) {
+      runner->OnCallFailed(call, reason, message);
+    }
+  }
+
+  TaskRunner* Find(const std::string& task_id) {
+    auto it = tasks_.find(task_id);
+    return it == tasks_.end() ? nullptr : it->second.get();
+  }
+
+  // --- RPCs ---
+  absl::StatusOr<v1::SubmitTaskResponse> Submit(v1::SubmitTaskRequest request);
+  absl::StatusOr<v1::ListTasksResponse> List(const v1::ListTasksRequest& req);
+  std::string MetricsText();
+  void ShutdownAll();
+
+  // Worker sessions: the link of every session that said Hello.
+  absl::flat_hash_map<WorkerSessionId, std::shared_ptr<WorkerLink>> sessions_;
+  Dispatcher& dispatcher_ref() { return dispatcher_; }
+
+ private:
+  static common::RetryPolicy MakeRetryPolicy(
+      const common::RetryPolicyOptions& options, common::RandomSource& random) {
+    absl::StatusOr<common::RetryPolicy> policy =
+        common::RetryPolicy::Create(options, random);
+    if (policy.ok()) return *std::move(policy);
+    std::cerr << "toolmesh-orchestrator: invalid retry options ("
+              << policy.status().message() << "); using the SDK defaults\n";
+    return common::RetryPolicy(random);
+  }
+
+  absl::StatusOr<PreparedTask> Prepare(const v1::TaskSpec& spec);
+
+  Engine& engine_;
+  common::Clock& clock_;
+  common::ModelTransport& transport_;
+  common::RetryPolicy retry_policy_;
+  Dispatcher dispatcher_;
+  absl::BitGen id_gen_;
+
+ public:
+  absl::flat_hash_map<std::string, std::shared_ptr<TaskRunner>> tasks_;
+  // Task ids, oldest first (ListTasks reads it backwards).
+  std::vector<std::string> order_;
+  // idempotency_key -> task id.
+  absl::flat_hash_map<std::string, std::string> idempotency_;
+  int active_tasks_ = 0;
+  std::int64_t submitted_ = 0;
+  std::int64_t requests_repaired_ = 0;
+  std::int64_t calls_lost_ = 0;
+  absl::flat_hash_map<int, std::int64_t> finished_by_state_;
+};
+
+absl::StatusOr<PreparedTask> Engine::State::Prepare(const v1::TaskSpec& spec) {
+  if (spec.model().empty()) {
+    return absl::InvalidArgumentError("spec.model: required");
+  }
+  if (spec.max_tokens() == 0) {
+    return absl::InvalidArgumentError("spec.max_tokens: required, > 0");
+  }
+  PreparedTask task;
+  task.spec = spec;
+  Json fields = Json::object();
+  fields["model"] = spec.model();
+  fields["max_tokens"] = spec.max_tokens();
+  switch (spec.system_case()) {
+    case v1::TaskSpec::kSystemText:
+      if (!spec.system_text().empty()) fields["system"] = spec.system_text();
+      break;
+    case v1::TaskSpec::kSystemBlocksJson: {
+      absl::StatusOr<Json> blocks =
+          rpc::ParseJsonField("spec.system_blocks_json",
+                              spec.system_blocks_json(), rpc::JsonShape::kArray);
+      if (!blocks.ok()) return blocks.status();
+      fields["system"] = *std::move(blocks);
+      break;
+    }
+    default:
+      break;
+  }
+
+  // Tools: client tools as the workers define them, then server tools.
+  Json tools = Json::array();
+  std::vector<std::string> names(spec.client_tools().begin(),
+                                 spec.client_tools().end());
+  if (spec.all_worker_tools()) {
+    for (const v1::ToolDefinition& def : dispatcher_.AllTools()) {
+      names.push_back(def.name());
+    }
+  }
+  absl::flat_hash_set<std::string> seen;
+  for (std::size_t i = 0; i < names.size(); ++i) {
+    const std::string& name = names[i];
+    if (name.empty()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(rpc::FieldPath("spec.client_tools", i), ": empty name"));
+    }
+    if (!seen.insert(name).second) continue;
+    Json tool = Json::object();
+    tool["name"] = name;
+    std::optional<v1::ToolDefinition> def = dispatcher_.FindTool(name);
+    if (def.has_value()) {
+      if (!def->description().empty()) tool["description"] = def->description();
+      absl::StatusOr<Json> schema =
+          rpc::ParseJsonField("input_schema_json", def->input_schema_json(),
+                              rpc::JsonShape::kObject);
+      tool["input_schema"] =
+          schema.ok() ? *std::move(schema) : Json{{"type", "object"}};
+    } else {
+      // Not served now: offered with an open schema; its calls end
+      // no_worker unless a worker serving it connects in time.
+      tool["input_schema"] = Json{{"type", "object"}};
+    }
+    tools.push_back(std::move(tool));
+  }
+  for (int i = 0; i < spec.server_tools_json_size(); ++i) {
+    absl::StatusOr<Json> tool = rpc::ParseJsonField(
+        rpc::FieldPath("spec.server_tools_json", static_cast<std::size_t>(i)),
+        spec.server_tools_json(i), rpc::JsonShape::kObject);
+    if (!tool.ok()) return tool.status();
+    tools.push_back(*std::move(tool));
+  }
+  if (!tools.empty()) fields["tools"] = std::move(tools);
+  absl::StatusOr<std::optional<Json>> tool_choice =
+      rpc::ParseOptionalJsonField("spec.tool_choice_json",
+                                  spec.tool_choice_json(),
+                                  rpc::JsonShape::kObject);
+  if (!tool_choice.ok()) return tool_choice.status();
+  if (tool_choice->has_value()) fields["tool_choice"] = **tool_choice;
+  absl::StatusOr<std::optional<Json>> thinking = rpc::ParseOptionalJsonField(
+      "spec.thinking_json", spec.thinking_json(), rpc::JsonShape::kObject);
+  if (!thinking.ok()) return thinking.status();
+  if (thinking->has_value()) fields["thinking"] = **thinking;
+  fields["stream"] = true;
+
+  // The initial conversation.
+  switch (spec.conversation_case()) {
+    case v1::TaskSpec::kPrompt: {
+      absl::Status st = task.conversation.AppendUserText(spec.prompt());
+      if (!st.ok()) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("spec.prompt: ", st.message()));
+      }
+      break;
+    }
+    case v1::TaskSpec::kMessagesJson: {
+      absl::StatusOr<Json> messages =
+          rpc::ParseJsonField("spec.messages_json", spec.messages_json(),
+                              rpc::JsonShape::kArray);
+      if (!messages.ok()) return messages.status();
+      if (messages->empty()) {
+        return absl::InvalidArgumentError(
+            "spec.messages_json: the array is empty");
+      }
+      Json body = fields;
+      body["messages"] = *messages;
+      common::RepairResult repaired = common::Repair(body);
+      if (!repaired.status.ok()) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "spec.messages_json: cannot be made valid: ",
+            repaired.status.message()));
+      }
+      absl::StatusOr<common::Conversation> conversation =
+          common::Conversation::FromMessages(repaired.body["messages"]);
+      if (!conversation.ok()) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "spec.messages_json: ", conversation.status().message()));
+      }
+      if (!conversation->PendingToolUseIds().empty()) {
+        return absl::InvalidArgumentError(
+            "spec.messages_json: the last assistant message waits for tool "
+            "results; end the array with the user message holding them");
+      }
+      const Json& last = conversation->messages().back();
+      if (!last.is_object() || last.value("role", "") != "user") {
+        return absl::InvalidArgumentError(
+            "spec.messages_json: the last message must have role \"user\"");
+      }
+      task.conversation = *std::move(conversation);
+      break;
+    }
+    default:
+      return absl::InvalidArgumentError(
+          "spec: one of prompt or messages_json is required");
+  }
+  task.request_fields = std::move(fields);
+  task.created_at = clock_.Now();
+  switch (spec.deadline_case()) {
+    case v1::TaskSpec::kDeadlineTime:
+      task.deadline = absl::FromUnixNanos(
+          TimeUtil::TimestampToNanoseconds(spec.deadline_time()));
+      break;
+    case v1::TaskSpec::kTimeout: {
+      absl::Duration timeout = absl::Nanoseconds(
+          TimeUtil::DurationToNanoseconds(spec.timeout()));
+      if (timeout <= absl::ZeroDuration()) {
+        return absl::InvalidArgumentError("spec.timeout: must be positive");
+      }
+      task.deadline = task.created_at + timeout;
+      break;
+    }
+    default:
+      break;
+  }
+  task.max_turns = spec.max_turns() > 0 ? spec.max_turns()
+                                        : engine_.options_.default_max_turns;
+  task.spec.set_max_turns(task.max_turns);
+  task.max_tool_attempts = engine_.options_.max_tool_attempts;
+  return task;
+}
+
+absl::StatusOr<v1::SubmitTaskResponse> Engine::State::Submit(
+    v1::SubmitTaskRequest request) {
+  const v1::TaskSpec& spec = request.spec();
+  if (!spec.idempotency_key().empty()) {
+    auto it = idempotency_.find(spec.idempotency_key());
+    if (it != idempotency_.end()) {
+      TaskRunner* existing = Find(it->second);
+      v1::TaskSpec asked = spec;
+      v1::TaskSpec stored = existing->spec();
+      // max_turns is filled with the default at acceptance.
+      if (asked.max_turns() == 0) asked.set_max_turns(stored.max_turns());
+      if (!google::protobuf::util::MessageDifferencer::Equals(asked, stored)) {
+        return absl::AlreadyExistsError(absl::StrCat(
+            "idempotency_key \"", spec.idempotency_key(),
+            "\" was used for task ", it->second, " with a different spec"));
+      }
+      v1::SubmitTaskResponse response;
+      response.set_task_id(it->second);
+      response.set_created(false);
+      *response.mutable_task() = existing->ToProto(false);
+      return response;
+    }
+  }
+  if (active_tasks_ >= engine_.options_.max_active_tasks) {
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "the orchestrator runs its limit of ",
+        engine_.options_.max_active_tasks, " active tasks"));
+  }
+  absl::StatusOr<PreparedTask> prepared = Prepare(spec);
+  if (!prepared.ok()) return prepared.status();
+  prepared->task_id = NewTaskId(id_gen_);
+  while (tasks_.contains(prepared->task_id)) {
+    prepared->task_id = NewTaskId(id_gen_);
+  }
+  std::string id = prepared->task_id;
+  auto runner = std::make_shared<TaskRunner>(*std::move(prepared), *this);
+  tasks_[id] = runner;
+  order_.push_back(id);
+  if (!spec.idempotency_key().empty()) {
+    idempotency_[spec.idempotency_key()] = id;
+  }
+  ++active_tasks_;
+  ++submitted_;
+  runner->Start();
+  v1::SubmitTaskResponse response;
+  response.set_task_id(id);
+  response.set_created(true);
+  *response.mutable_task() = runner->ToProto(false);
+  return response;
+}
+
+absl::StatusOr<v1::ListTasksResponse> Engine::State::List(
+    const v1::ListTasksRequest& req) {
+  if (req.page_size() > kMaxPageSize) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("page_size: at most ", kMaxPageSize));
+  }
+  std::uint32_t page_size =
+      req.page_size() == 0 ? kDefaultPageSize : req.page_size();
+  // The token is the id of the last task of the previous page.
+  std::size_t start = order_.size();
+  if (!req.page_token().empty()) {
+    auto it = std::find(order_.begin(), order_.end(), req.page_token());
+    if (it == order_.end()) {
+      return absl::InvalidArgumentError(
+          "page_token: not from a previous ListTasks call");
+    }
+    start = static_cast<std::size_t>(it - order_.begin());
+  }
+  v1::ListTasksResponse response;
+  for (std::size_t i = start; i > 0; --i) {
+    const std::shared_ptr<TaskRunner>& runner = tasks_[order_[i - 1]];
+    if (!req.states().empty() &&
+        std::find(req.states().begin(), req.states().end(),
+                  runner->state()) == req.states().end()) {
+      continue;
+    }
+    bool labels_match = true;
+    for (const auto& [key, value] : req.label_selector()) {
+      auto label = runner->spec().labels().find(key);
+      if (label == runner->spec().labels().end() || label->second != value) {
+        labels_match = false;
+        break;
+      }
+    }
+    if (!labels_match) continue;
+    if (static_cast<std::uint32_t>(response.tasks_size()) == page_size) {
+      response.set_next_page_token(response.tasks().rbegin()->task_id());
+      break;
+    }
+    *response.add_tasks() = runner->ToProto(false);
+  }
+  return response;
+}
+
+std::string Engine::State::MetricsText() {
+  std::string out;
+  auto gauge = [&out](absl::string_view name, absl::string_view help,
+                      absl::string_view type, double value,
+                      absl::string_view labels = "") {
+    absl::StrAppend(&out, "# HELP ", name, " ", help, "\n# TYPE ", name, " ",
+                    type, "\n", name, labels, " ", value, "\n");
+  };
+  gauge("toolmesh_tasks_submitted_total", "Tasks accepted.", "counter",
+        static_cast<double>(submitted_));
+  gauge("toolmesh_tasks_active", "Tasks not yet terminal.", "gauge",
+        active_tasks_);
+  absl::StrAppend(&out,
+                  "# HELP toolmesh_tasks_finished_total Tasks that ended, by "
+                  "state.\n# TYPE toolmesh_tasks_finished_total counter\n");
+  for (v1::TaskState s : {v1::TASK_STATE_COMPLETED, v1::TASK_STATE_FAILED,
+                          v1::TASK_STATE_CANCELLED}) {
+    absl::StrAppend(&out, "toolmesh_tasks_finished_total{state=\"",
+                    std::string(TaskStateLabel(s)), "\"} ", finished_by_state_[s], "\n");
+  }
+  gauge("toolmesh_requests_repaired_total",
+        "Model requests that failed validation and were repaired before "
+        "sending.",
+        "counter", static_cast<double>(requests_repaired_));
+  gauge("toolmesh_tool_deliveries_lost_total",
+        "Tool call deliveries lost (lease expired, worker gone, handed "
+        "back).",
+        "counter", static_cast<double>(calls_lost_));
+  gauge("toolmesh_workers_connected", "Connected workers.", "gauge",
+        dispatcher_.connected_workers());
+  gauge("toolmesh_tool_calls_queued", "Client tool calls waiting for a "
+        "worker.", "gauge", dispatcher_.queued_calls());
+  gauge("toolmesh_tool_calls_running", "Client tool calls on workers.",
+        "gauge", dispatcher_.running_calls());
+  gauge("toolmesh_tool_results_ignored_total",
+        "Worker results ignored as stale or unknown.", "counter",
+        static_cast<double>(dispatcher_.ignored_results()));
+  return out;
+}
+
+void Engine::State::ShutdownAll() {
+  for (auto& [id, runner] : tasks_) runner->Shutdown();
+  auto sessions = std::move(sessions_);
+  sessions_.clear();
+  for (auto& [session, link] : sessions) {
+    link->Close(Unavailable());
+    dispatcher_.RemoveWorker(session, "the orchestrator is shutting down");
+  }
+}
+
+// --- Engine -----------------------------------------------------------------
+
+Engine::Engine(EngineOptions options, common::Clock& clock,
+               common::ModelTransport& transport, common::RandomSource& random)
+    : options_(std::move(options)),
+      queue_(std::make_shared<EngineQueue>()) {
+  state_ = std::make_unique<State>(*this, clock, transport, random);
+  thread_ = std::thread([this] { Run(); });
+}
+
+Engine::~Engine() {
+  Shutdown();
+  queue_->Close();
+  if (thread_.joinable()) thread_.join();
+  state_.reset();
+}
+
+void Engine::Post(absl::AnyInvocable<void()> fn) { queue_->Post(std::move(fn)); }
+
+void Engine::Run() {
+  std::deque<absl::AnyInvocable<void()>> batch;
+  while (queue_->Take(batch)) {
+    for (auto& fn : batch) fn();
+    batch.clear();
+  }
+}
+
+void Engine::Shutdown() {
+  bool expected = true;
+  if (ready_.compare_exchange_strong(expected, false)) {
+    bool posted = queue_->Post([this] {
+      state_->ShutdownAll();
+      absl::MutexLock lock(&mu_);
+      shut_down_ = true;
+    });
+    if (!posted) return;
+  }
+  // Wait until the engine thread has shut everything down (also when
+  // another thread started the shutdown).
+  absl::MutexLock lock(&mu_);
+  auto done = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    return shut_down_;
+  };
+  mu_.Await(absl::Condition(&done));
+}
+
+bool Engine::Ready() const { return ready_.load(); }
+
+// Runs `fn` on the engine thread while it accepts work; otherwise answers
+// `reply` with UNAVAILABLE on the calling thread.
+#define TOOLMESH_ENGINE_CALL(reply, body)                          \
+  do {                                                             \
+    if (!ready_.load()) {                                          \
+      reply(Unavailable());                                        \
+      return;                                                      \
+    }                                                              \
+    Post([this, request = std::move(request),                      \
+          reply = std::move(reply)]() mutable {                    \
+      if (!ready_.load()) {                                        \
+        reply(Unavailable());                                      \
+        return;                                                    \
+      }                                                            \
+      body;                                                        \
+    });                                                            \
+  } while (false)
+
+void Engine::SubmitTask(v1::SubmitTaskRequest request,
+                        Reply<v1::SubmitTaskResponse> reply) {
+  TOOLMESH_ENGINE_CALL(reply, reply(state_->Submit(std::move(request))));
+}
+
+void Engine::GetTask(v1::GetTaskRequest request,
+                     Reply<v1::GetTaskResponse> reply) {
+  TOOLMESH_ENGINE_CALL(reply, {
+    if (request.task_id().empty()) {
+      reply(absl::InvalidArgumentError("task_id: required"));
+      return;
+    }
+    TaskRunner* runner = state_->Find(request.task_id());
+    if (runner == nullptr) {
+      reply(absl::NotFoundError(
+          absl::StrCat("task ", request.task_id(), " not found")));
+      return;
+    }
+    v1::GetTaskResponse response;
+    *response.mutable_task() = runner->ToProto(true);
+    reply(std::move(response));
+  });
+}
+
+void Engine::CancelTask(v1::CancelTaskRequest request,
+                        Reply<v1::CancelTaskResponse> reply) {
+  TOOLMESH_ENGINE_CALL(reply, {
+    if (request.task_id().empty()) {
+      reply(absl::InvalidArgumentError("task_id: required"));
+      return;
+    }
+    TaskRunner* runner = state_->Find(request.task_id());
+    if (runner == nullptr) {
+      reply(absl::NotFoundError(
+          absl::StrCat("task ", request.task_id(), " not found")));
+      return;
+    }
+    absl::Status cancelled = runner->Cancel(request.reason());
+    if (!cancelled.ok()) {
+      reply(cancelled);
+      return;
+    }
+    v1::CancelTaskResponse response;
+    *response.mutable_task() = runner->ToProto(false);
+    reply(std::move(response));
+  });
+}
+
+void Engine::ListTasks(v1::ListTasksRequest request,
+                       Reply<v1::ListTasksResponse> reply) {
+  TOOLMESH_ENGINE_CALL(reply, reply(state_->List(request)));
+}
+
+void Engine::ListWorkers(v1::ListWorkersRequest request,
+                         Reply<v1::ListWorkersResponse> reply) {
+  TOOLMESH_ENGINE_CALL(reply, {
+    (void)request;
+    reply(state_->dispatcher().ListWorkers());
+  });
+}
+
+#undef TOOLMESH_ENGINE_CALL
+
+void Engine::Metrics(Reply<std::string> reply) {
+  if (!ready_.load()) {
+    reply(Unavailable());
+    return;
+  }
+  Post([this, reply = std::move(reply)]() mutable {
+    reply(state_->MetricsText());
+  });
+}
+
+void Engine::WatchTask(v1::WatchTaskRequest request,
+                       std::shared_ptr<EventSubscriber> subscriber) {
+  if (!ready_.load()) {
+    subscriber->OnEnd(Unavailable());
+    return;
+  }
+  Post([this, request = std::move(request),
+        subscriber = std::move(subscriber)]() mutable {
+    if (!ready_.load()) {
+      subscriber->OnEnd(Unavailable());
+      return;
+    }
+    if (request.task_id().empty()) {
+      subscriber->OnEnd(absl::InvalidArgumentError("task_id: required"));
+      return;
+    }
+    TaskRunner* runner = state_->Find(request.task_id());
+    if (runner == nullptr) {
+      subscriber->OnEnd(absl::NotFoundError(
+          absl::StrCat("task ", request.task_id(), " not found")));
+      return;
+    }
+    runner->Watch(std::move(subscriber), request.after_seq(),
+                  request.omit_deltas());
+  });
+}
+
+void Engine::CancelWatch(std::shared_ptr<EventSubscriber> subscriber) {
+  Post([this, subscriber = std::move(subscriber)] {
+    for (auto& [id, runner] : state_->tasks_) {
+      if (!runner->terminal()) runner->Unwatch(subscriber);
+    }
+  });
+}
+
+WorkerSessionId Engine::NewWorkerSession() { return next_session_++; }
+
+void Engine::WorkerHello(WorkerSessionId session,
+                         std::shared_ptr<WorkerLink> link, v1::Hello hello) {
+  if (!ready_.load()) {
+    link->Close(Unavailable());
+    return;
+  }
+  Post([this, session, link = std::move(link),
+        hello = std::move(hello)]() mutable {
+    if (!ready_.load()) {
+      link->Close(Unavailable());
+      return;
+    }
+    absl::StatusOr<v1::Welcome> welcome =
+        state_->dispatcher().AddWorker(session, link, hello);
+    if (!welcome.ok()) {
+      link->Send(RejectedFor(welcome.status(), options_.dispatch));
+      link->Close(welcome.status());
+      return;
+    }
+    state_->sessions_[session] = std::move(link);
+    std::cerr << "toolmesh-orchestrator: worker " << hello.worker_id()
+              << " connected (" << hello.tools_size() << " tools, "
+              << hello.slots() << " slots)\n";
+  });
+}
+
+void Engine::WorkerMessage(WorkerSessionId session,
+                           v1::WorkerMessage message) {
+  Post([this, session, message = std::move(message)] {
+    if (!state_->sessions_.contains(session)) return;
+    state_->dispatcher().OnWorkerMessage(session, message);
+  });
+}
+
+void Engine::WorkerGone(WorkerSessionId session, absl::Status status) {
+  Post([this, session, status = std::move(status)] {
+    if (state_->sessions_.erase(session) == 0) return;
+    state_->dispatcher().RemoveWorker(
+        session, status.ok() ? std::string("the worker disconnected")
+                             : absl::StrCat("the worker's stream ended: ",
+                                            status.message()));
+  });
+}
+
+}  // namespace toolmesh::orchestrator

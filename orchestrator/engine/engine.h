@@ -1,0 +1,115 @@
+// Engine: the one thread that owns every task and worker of the
+// orchestrator (ARCHITECTURE.md "Processes", "A turn", "Dispatch").
+//
+// Everything reaches it as a closure on its queue: RPCs (through EngineApi),
+// model stream bytes (the transport's callbacks forward them), timers (the
+// Clock's callbacks forward them). The engine thread runs them one at a
+// time, so task state needs no locks; a TaskRunner per task drives the turn
+// loop and the Dispatcher hands client tool calls to workers.
+//
+// Thread-safety: the EngineApi methods, Post() and Shutdown() may be called
+// from any thread. Construction and destruction from one thread that is not
+// the engine thread.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <deque>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/functional/any_invocable.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "common/clock.h"
+#include "common/model_transport.h"
+#include "common/random.h"
+#include "common/retry_policy.h"
+#include "orchestrator/engine/dispatcher.h"
+#include "orchestrator/engine/engine_api.h"
+#include "orchestrator/engine/task_runner.h"
+
+namespace toolmesh::orchestrator {
+
+struct EngineOptions {
+  // max_turns for a task that gives 0.
+  std::uint32_t default_max_turns = 32;
+  // Tasks not yet terminal at most; SubmitTask beyond is
+  // RESOURCE_EXHAUSTED.
+  int max_active_tasks = 10000;
+  // Retries of one turn's model request (SDK defaults).
+  common::RetryPolicyOptions retry;
+  DispatcherOptions dispatch;
+  // Extra headers of every Messages request (e.g. anthropic-beta).
+  common::HttpHeaders extra_headers;
+  // Deliveries of one client tool call before ERROR worker_lost.
+  int max_tool_attempts = 3;
+};
+
+class Engine final : public EngineApi {
+ public:
+  // `clock`, `transport` and `random` must outlive the engine. The engine
+  // thread starts here.
+  Engine(EngineOptions options, common::Clock& clock,
+         common::ModelTransport& transport, common::RandomSource& random);
+  // Shutdown(), then joins the engine thread.
+  ~Engine() override;
+
+  Engine(const Engine&) = delete;
+  Engine& operator=(const Engine&) = delete;
+
+  // Runs `fn` on the engine thread, after everything posted before it.
+  // Dropped (destroyed unrun) once the engine has stopped.
+  void Post(absl::AnyInvocable<void()> fn);
+
+  // Stops accepting work (not from the engine thread): Ready() turns false, new RPCs get UNAVAILABLE,
+  // watchers get OnEnd(UNAVAILABLE), worker streams are closed with
+  // UNAVAILABLE, model streams are cancelled. Tasks stay where they are
+  // (a restart with a store resumes them). Blocks until the engine thread
+  // has done this. Idempotent.
+  void Shutdown();
+
+  // EngineApi.
+  void SubmitTask(v1::SubmitTaskRequest request,
+                  Reply<v1::SubmitTaskResponse> reply) override;
+  void GetTask(v1::GetTaskRequest request,
+               Reply<v1::GetTaskResponse> reply) override;
+  void CancelTask(v1::CancelTaskRequest request,
+                  Reply<v1::CancelTaskResponse> reply) override;
+  void ListTasks(v1::ListTasksRequest request,
+                 Reply<v1::ListTasksResponse> reply) override;
+  void ListWorkers(v1::ListWorkersRequest request,
+                   Reply<v1::ListWorkersResponse> reply) override;
+  void WatchTask(v1::WatchTaskRequest request,
+                 std::shared_ptr<EventSubscriber> subscriber) override;
+  void CancelWatch(std::shared_ptr<EventSubscriber> subscriber) override;
+  WorkerSessionId NewWorkerSession() override;
+  void WorkerHello(WorkerSessionId session, std::shared_ptr<WorkerLink> link,
+                   v1::Hello hello) override;
+  void WorkerMessage(WorkerSessionId session,
+                     v1::WorkerMessage message) override;
+  void WorkerGone(WorkerSessionId session, absl::Status status) override;
+  bool Ready() const override;
+  void Metrics(Reply<std::string> reply) override;
+
+ private:
+  class State;  // everything the engine thread owns
+
+  void Run();
+
+  const EngineOptions options_;
+  std::atomic<bool> ready_{true};
+  std::atomic<WorkerSessionId> next_session_{1};
+  const std::shared_ptr<EngineQueue> queue_;
+
+  absl::Mutex mu_;
+  bool shut_down_ ABSL_GUARDED_BY(mu_) = false;
+
+  std::unique_ptr<State> state_;  // engine thread only
+  std::thread thread_;            // last
+};
+
+}  // namespace toolmesh::orchestrator
