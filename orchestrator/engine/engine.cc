@@ -2,12 +2,16 @@
 
 #include <algorithm>
 #include <iostream>
+#include <map>
+#include <tuple>
 #include <string>
 #include <utility>
 
 #include "absl/random/random.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/ascii.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/strip.h"
 #include "common/conversation_repair.h"
 #include "common/request_validator.h"
 #include "google/protobuf/util/message_differencer.h"
@@ -89,6 +93,31 @@ class Engine::State final : public RunnerEnv, public DispatchListener {
     --active_tasks_;
     ++finished_by_state_[runner.state()];
   }
+  void OnEvent(const v1::TaskEvent& event) override {
+    switch (event.event_case()) {
+      case v1::TaskEvent::kTurnStarted:
+        ++turns_started_;
+        break;
+      case v1::TaskEvent::kTurnRetrying:
+        ++retries_by_reason_[event.turn_retrying().reason()];
+        break;
+      case v1::TaskEvent::kTurnCompleted:
+        ++turns_by_stop_reason_[event.turn_completed().stop_reason()];
+        break;
+      case v1::TaskEvent::kTextDelta:
+        text_bytes_ += event.text_delta().text().size();
+        break;
+      case v1::TaskEvent::kToolTransition: {
+        const v1::ToolTransition& t = event.tool_transition();
+        if (t.input_json().empty() || t.state() != v1::TOOL_CALL_STATE_PENDING) {
+          ++tool_transitions_[{t.kind(), t.state(), t.reason()}];
+        }
+        break;
+      }
+      default:
+        break;
+    }
+  }
   void OnRequestRepaired(TaskRunner& /*runner*/,
                          const std::string& /*detail*/) override {
     ++requests_repaired_;
@@ -167,6 +196,12 @@ class Engine::State final : public RunnerEnv, public DispatchListener {
   std::int64_t requests_repaired_ = 0;
   std::int64_t calls_lost_ = 0;
   absl::flat_hash_map<int, std::int64_t> finished_by_state_;
+  std::int64_t turns_started_ = 0;
+  std::int64_t text_bytes_ = 0;
+  std::map<std::string, std::int64_t> retries_by_reason_;
+  std::map<std::string, std::int64_t> turns_by_stop_reason_;
+  // (kind, state, reason) -> transitions.
+  std::map<std::tuple<int, int, int>, std::int64_t> tool_transitions_;
 };
 
 absl::StatusOr<PreparedTask> Engine::State::Prepare(const v1::TaskSpec& spec) {
@@ -442,6 +477,46 @@ std::string Engine::State::MetricsText() {
     absl::StrAppend(&out, "toolmesh_tasks_finished_total{state=\"",
                     std::string(TaskStateLabel(s)), "\"} ", finished_by_state_[s], "\n");
   }
+  gauge("toolmesh_turn_attempts_total", "Model requests started.",
+        "counter", static_cast<double>(turns_started_));
+  absl::StrAppend(&out,
+                  "# HELP toolmesh_turn_retries_total Model streams that "
+                  "failed and were requested again, by reason.\n# TYPE "
+                  "toolmesh_turn_retries_total counter\n");
+  for (const auto& [reason, n] : retries_by_reason_) {
+    absl::StrAppend(&out, "toolmesh_turn_retries_total{reason=\"", reason,
+                    "\"} ", n, "\n");
+  }
+  absl::StrAppend(&out,
+                  "# HELP toolmesh_turns_completed_total Committed steps, "
+                  "by stop_reason.\n# TYPE toolmesh_turns_completed_total "
+                  "counter\n");
+  for (const auto& [reason, n] : turns_by_stop_reason_) {
+    absl::StrAppend(&out, "toolmesh_turns_completed_total{stop_reason=\"",
+                    reason, "\"} ", n, "\n");
+  }
+  absl::StrAppend(&out,
+                  "# HELP toolmesh_tool_transitions_total Tool ledger "
+                  "transitions, by kind, state and error reason.\n# TYPE "
+                  "toolmesh_tool_transitions_total counter\n");
+  for (const auto& [key, n] : tool_transitions_) {
+    const auto& [kind, state, reason] = key;
+    std::string name = v1::ToolErrorReason_Name(
+        static_cast<v1::ToolErrorReason>(reason));
+    absl::StrAppend(
+        &out, "toolmesh_tool_transitions_total{kind=\"",
+        kind == v1::TOOL_KIND_SERVER ? "server" : "client", "\",state=\"",
+        absl::AsciiStrToLower(absl::StripPrefix(
+            v1::ToolCallState_Name(static_cast<v1::ToolCallState>(state)),
+            "TOOL_CALL_STATE_")),
+        "\",reason=\"",
+        reason == 0 ? std::string()
+                    : absl::AsciiStrToLower(
+                          absl::StripPrefix(name, "TOOL_ERROR_REASON_")),
+        "\"} ", n, "\n");
+  }
+  gauge("toolmesh_model_text_bytes_total", "Text streamed by the model.",
+        "counter", static_cast<double>(text_bytes_));
   gauge("toolmesh_requests_repaired_total",
         "Model requests that failed validation and were repaired before "
         "sending.",

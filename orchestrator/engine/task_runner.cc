@@ -867,6 +867,7 @@ void TaskRunner::Emit(v1::TaskEvent event) {
   *event.mutable_time() = ToTimestamp(env_.clock().Now());
   events_.push_back(std::move(event));
   const v1::TaskEvent& stored = events_.back();
+  env_.OnEvent(stored);
   const bool is_terminal = stored.has_terminal();
   const bool is_delta = IsDeltaEvent(stored);
   std::vector<Subscriber> keep;

@@ -100,6 +100,9 @@ class RunnerEnv {
   // The task reached a terminal state (called once, after its terminal
   // event).
   virtual void OnTaskFinished(TaskRunner& runner) = 0;
+  // Every event the runner records, right after it got its seq (metrics,
+  // and later the store).
+  virtual void OnEvent(const v1::TaskEvent& event) = 0;
   // A request failed our own validation and was repaired before sending.
   virtual void OnRequestRepaired(TaskRunner& runner,
                                  const std::string& detail) = 0;
