@@ -280,6 +280,35 @@ LedgerOutcome ToolLedger::Announce(const ToolUseId& id, std::string_view name,
   return LedgerOutcome::kApplied;
 }
 
+absl::Status ToolLedger::Restore(ToolEntry entry) {
+  if (entry.id.empty() || entry.step < 0 || entry.attempt < 1 ||
+      entry.lost_deliveries < 0) {
+    return absl::InvalidArgumentError(
+        Cat("cannot restore tool entry '", entry.id.value(),
+            "': empty id, negative step or attempt below 1"));
+  }
+  if ((entry.state == ToolState::kError) != entry.reason.has_value()) {
+    return absl::InvalidArgumentError(
+        Cat("cannot restore tool entry ", entry.id.value(),
+            ": a reason is required exactly for the error state"));
+  }
+  if (entry.input.has_value() && !entry.input->is_object()) {
+    return absl::InvalidArgumentError(Cat(
+        "cannot restore tool entry ", entry.id.value(), ": input not an object"));
+  }
+  if (Find(entry.id) != nullptr) {
+    return absl::AlreadyExistsError(
+        Cat("tool entry ", entry.id.value(), " is already in the ledger"));
+  }
+  if (closed_) {
+    return absl::FailedPreconditionError("the ledger is closed");
+  }
+  ToolUseId id = entry.id;
+  entries_.push_back(std::move(entry));
+  index_.emplace(std::move(id), entries_.size() - 1);
+  return absl::OkStatus();
+}
+
 LedgerOutcome ToolLedger::SetInput(const ToolUseId& id, Json input) {
   ToolEntry* entry = Find(id);
   if (entry == nullptr) {

@@ -300,6 +300,16 @@ class ToolLedger {
   // Afterwards Announce() is refused, so the invariant holds for good.
   ClosedTools CloseTask();
 
+  // --- Recovery -----------------------------------------------------------
+
+  // Puts back an entry saved from an earlier ledger (after a restart), as
+  // is and without reporting a transition. Entries are restored in their
+  // original announce order. kInvalidArgument for an inconsistent entry
+  // (empty id, negative step, attempt < 1, a reason without the error state
+  // or the reverse, a non-object input), kAlreadyExists for a known id,
+  // kFailedPrecondition after CloseTask().
+  absl::Status Restore(ToolEntry entry);
+
   // --- Queries ------------------------------------------------------------
 
   // The entry for `id`, or nullptr. The pointer stays valid for the

@@ -396,6 +396,43 @@ TEST_F(ToolLedgerTest, HandedBackDeliveriesDoNotCountAgainstMaxAttempts) {
   EXPECT_EQ(ledger_.Get(Id("a"))->attempt, 5);
 }
 
+TEST(ToolLedgerRestoreTest, RestoredEntriesContinueWhereTheyStopped) {
+  TransitionRecorder recorder;
+  ToolLedger ledger(recorder.Sink());
+  ToolEntry running;
+  running.id = Id("a");
+  running.name = "t";
+  running.step = 2;
+  running.state = ToolState::kRunning;
+  running.attempt = 2;
+  running.lost_deliveries = 1;
+  running.input = J(R"({"x":1})");
+  ASSERT_TRUE(ledger.Restore(running).ok());
+  ToolEntry failed;
+  failed.id = Id("b");
+  failed.name = "t";
+  failed.step = 2;
+  failed.state = ToolState::kError;
+  failed.reason = ErrorReason::kTimeout;
+  ASSERT_TRUE(ledger.Restore(failed).ok());
+  EXPECT_EQ(recorder.size(), 0u);  // nothing reported
+
+  EXPECT_EQ(ledger.Restore(running).code(), absl::StatusCode::kAlreadyExists);
+  ToolEntry bad = failed;
+  bad.id = Id("c");
+  bad.reason.reset();
+  EXPECT_EQ(ledger.Restore(bad).code(), absl::StatusCode::kInvalidArgument);
+
+  // The restored entry behaves like the original: a new loss is its last.
+  EXPECT_EQ(ledger.Requeue(Id("a")), LedgerOutcome::kApplied);
+  EXPECT_EQ(ledger.Get(Id("a"))->attempt, 3);
+  EXPECT_EQ(ledger.Start(Id("a"), 3), LedgerOutcome::kApplied);
+  EXPECT_EQ(ledger.Requeue(Id("a")), LedgerOutcome::kApplied);
+  EXPECT_EQ(ledger.Get(Id("a"))->reason, ErrorReason::kWorkerLost);
+  EXPECT_EQ(ledger.Fail(Id("b"), ErrorReason::kCancelled, "x"),
+            LedgerOutcome::kAlreadyTerminal);
+}
+
 TEST(ToolLedgerOptionsTest, MaxAttemptsOptionIsHonoured) {
   TransitionRecorder recorder;
   ToolLedger ledger(recorder.Sink(), ToolLedgerOptions{.max_attempts = 1});
