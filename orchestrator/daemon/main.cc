@@ -9,6 +9,8 @@
 // (watchers and worker streams end with UNAVAILABLE), the gRPC server
 // (5 s grace), the HTTP server; exit 0. Bad flags: one line on stderr,
 // exit 2; a start-up failure: one line, exit 1.
+#include <fcntl.h>
+#include <sys/file.h>
 #include <pthread.h>
 #include <signal.h>
 
@@ -43,6 +45,7 @@
 #include "grpcpp/grpcpp.h"
 #include "grpcpp/health_check_service_interface.h"
 #include "orchestrator/engine/engine.h"
+#include "orchestrator/store/sqlite_store.h"
 #include "orchestrator/engine/real_clock.h"
 #include "orchestrator/grpc/auth.h"
 #include "orchestrator/grpc/task_service.h"
@@ -83,6 +86,11 @@ constexpr char kUsage[] =
     "                                worker (default 30s)\n"
     "  --tool-timeout D              start-to-close limit of one tool call\n"
     "                                (default 5m)\n"
+    "  --retention D                 finished tasks are deleted from the\n"
+    "                                store this long after they ended\n"
+    "                                (default 168h)\n"
+    "  --retention-count N           at most this many finished tasks are\n"
+    "                                kept (default 100000)\n"
     "  --help                        this text\n"
     "\n"
     "Durations look like 500ms, 10s, 1m30s.\n"
@@ -199,6 +207,14 @@ Flags ParseFlags(int argc, char** argv) {
     } else if (name == "--schedule-to-start-timeout") {
       flags.engine.dispatch.schedule_to_start_timeout =
           ParsePositiveDuration(name, next());
+    } else if (name == "--retention") {
+      flags.engine.retention = ParsePositiveDuration(name, next());
+    } else if (name == "--retention-count") {
+      std::uint64_t count = 0;
+      if (!absl::SimpleAtoi(ToAbsl(next()), &count)) {
+        Fail("--retention-count wants a non-negative integer");
+      }
+      flags.engine.retention_count = count;
     } else if (name == "--tool-timeout") {
       flags.engine.dispatch.start_to_close_timeout =
           ParsePositiveDuration(name, next());
@@ -364,10 +380,33 @@ int main(int argc, char** argv) {
          bad_flag ? 2 : 1);
   }
 
+  // One orchestrator per data dir: a second one would resume the same
+  // unfinished tasks. The lock is released when the process exits.
+  const std::string lock_path = flags.data_dir + "/LOCK";
+  const int lock_fd = open(lock_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC,
+                           0600);
+  if (lock_fd < 0 || flock(lock_fd, LOCK_EX | LOCK_NB) != 0) {
+    Fail(absl::StrCat("--data-dir ", flags.data_dir,
+                      " is in use by another toolmesh-orchestrator (",
+                      lock_path, " is locked)"),
+         1);
+  }
+
+  // The store: a damaged or foreign database stops the start with a clear
+  // line; the orchestrator never starts empty over it.
+  absl::StatusOr<std::unique_ptr<toolmesh::orchestrator::Store>> store =
+      toolmesh::orchestrator::OpenSqliteStore(flags.data_dir);
+  if (!store.ok()) {
+    Fail(absl::StrCat("cannot open the store in ", flags.data_dir, ": ",
+                      store.status().message()),
+         1);
+  }
+
   RealClock clock;
   toolmesh::common::SeededRandomSource random(SeedFromEntropy());
   auto engine =
-      std::make_unique<Engine>(flags.engine, clock, **transport, random);
+      std::make_unique<Engine>(flags.engine, clock, **transport, random,
+                               **store);
 
   const Authenticator auth = Authenticator::FromEnvironment();
   TaskServiceImpl task_service(*engine, auth);

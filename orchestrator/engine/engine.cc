@@ -18,6 +18,8 @@
 #include "google/protobuf/util/time_util.h"
 #include "orchestrator/engine/task_runner.h"
 #include "orchestrator/grpc/status_conversion.h"
+#include "orchestrator/store/store.h"
+#include "absl/strings/numbers.h"
 
 namespace toolmesh::orchestrator {
 namespace {
@@ -62,15 +64,19 @@ std::string_view TaskStateLabel(v1::TaskState state) {
 
 }  // namespace
 
+v1::Task TaskViewFromRecord(const TaskRecord& record);
+
 // --- Engine::State: everything the engine thread owns ----------------------
 
 class Engine::State final : public RunnerEnv, public DispatchListener {
  public:
   State(Engine& engine, common::Clock& clock,
-        common::ModelTransport& transport, common::RandomSource& random)
+        common::ModelTransport& transport, common::RandomSource& random,
+        Store& store)
       : engine_(engine),
         clock_(clock),
         transport_(transport),
+        store_(store),
         retry_policy_(MakeRetryPolicy(engine.options_.retry, random)),
         dispatcher_(engine.options_.dispatch, clock,
                     [queue = engine.queue_](absl::AnyInvocable<void()> fn) {
@@ -92,6 +98,12 @@ class Engine::State final : public RunnerEnv, public DispatchListener {
   void OnTaskFinished(TaskRunner& runner) override {
     --active_tasks_;
     ++finished_by_state_[runner.state()];
+    finished_order_.push_back(runner.id());
+  }
+  void Touched(TaskRunner& runner) override {
+    if (runner.touched) return;
+    runner.touched = true;
+    touched_.push_back(runner.shared_from_this());
   }
   void OnEvent(const v1::TaskEvent& event) override {
     switch (event.event_case()) {
@@ -150,10 +162,43 @@ class Engine::State final : public RunnerEnv, public DispatchListener {
     }
   }
 
+  // The task, from memory or (finished tasks no longer held) the store.
   TaskRunner* Find(const std::string& task_id) {
     auto it = tasks_.find(task_id);
-    return it == tasks_.end() ? nullptr : it->second.get();
+    if (it != tasks_.end()) return it->second.get();
+    if (task_id.empty()) return nullptr;
+    absl::StatusOr<std::optional<TaskRecord>> record = store_.GetTask(task_id);
+    if (!record.ok()) {
+      LogStoreError("reading task " + task_id, record.status());
+      return nullptr;
+    }
+    if (!record->has_value()) return nullptr;
+    absl::StatusOr<std::shared_ptr<TaskRunner>> runner = Load(**record);
+    if (!runner.ok()) {
+      LogStoreError("loading task " + task_id, runner.status());
+      return nullptr;
+    }
+    TaskRunner* raw = runner->get();
+    tasks_[task_id] = *std::move(runner);
+    if (raw->terminal()) finished_order_.push_back(task_id);
+    return raw;
   }
+
+  // Runs `fn` once everything recorded so far is durable.
+  void AfterCommit(absl::AnyInvocable<void()> fn) {
+    after_commit_.push_back(std::move(fn));
+  }
+
+  // End of an engine iteration: stores what changed, then publishes events
+  // and runs the deferred replies. A failed commit keeps everything pending
+  // and tries again shortly; nothing is acknowledged until it succeeds.
+  void Flush();
+  // Loads the unfinished tasks and continues them. At start, on the engine
+  // thread.
+  void Recover();
+  // Retention: deletes old finished tasks from the store and drops finished
+  // tasks from memory beyond the configured count.
+  void Retain();
 
   // --- RPCs ---
   absl::StatusOr<v1::SubmitTaskResponse> Submit(v1::SubmitTaskRequest request);
@@ -177,24 +222,38 @@ class Engine::State final : public RunnerEnv, public DispatchListener {
   }
 
   absl::StatusOr<PreparedTask> Prepare(const v1::TaskSpec& spec);
+  absl::StatusOr<std::shared_ptr<TaskRunner>> Load(const TaskRecord& record);
+  TaskRecord RecordOf(const TaskRunner& runner) const;
+  void LogStoreError(const std::string& what, const absl::Status& status) {
+    ++store_errors_;
+    std::cerr << "toolmesh-orchestrator: store: " << what << ": "
+              << status.ToString() << "\n";
+  }
 
   Engine& engine_;
   common::Clock& clock_;
   common::ModelTransport& transport_;
+  Store& store_;
+  std::vector<std::shared_ptr<TaskRunner>> touched_;
+  std::vector<absl::AnyInvocable<void()>> after_commit_;
+  // Finished tasks held in memory, oldest first (for eviction).
+  std::deque<std::string> finished_order_;
+  bool retry_flush_scheduled_ = false;
   common::RetryPolicy retry_policy_;
   Dispatcher dispatcher_;
   absl::BitGen id_gen_;
 
  public:
   absl::flat_hash_map<std::string, std::shared_ptr<TaskRunner>> tasks_;
-  // Task ids, oldest first (ListTasks reads it backwards).
-  std::vector<std::string> order_;
-  // idempotency_key -> task id.
-  absl::flat_hash_map<std::string, std::string> idempotency_;
+
   int active_tasks_ = 0;
   std::int64_t submitted_ = 0;
   std::int64_t requests_repaired_ = 0;
   std::int64_t calls_lost_ = 0;
+  std::int64_t store_errors_ = 0;
+  std::int64_t commits_ = 0;
+  std::int64_t recovered_ = 0;
+  absl::Duration commit_time_ = absl::ZeroDuration();
   absl::flat_hash_map<int, std::int64_t> finished_by_state_;
   std::int64_t turns_started_ = 0;
   std::int64_t text_bytes_ = 0;
@@ -366,9 +425,20 @@ absl::StatusOr<v1::SubmitTaskResponse> Engine::State::Submit(
     v1::SubmitTaskRequest request) {
   const v1::TaskSpec& spec = request.spec();
   if (!spec.idempotency_key().empty()) {
-    auto it = idempotency_.find(spec.idempotency_key());
-    if (it != idempotency_.end()) {
-      TaskRunner* existing = Find(it->second);
+    absl::StatusOr<std::optional<std::string>> known =
+        store_.FindTaskByIdempotencyKey(spec.idempotency_key());
+    if (!known.ok()) return absl::UnavailableError(known.status().message());
+    // A task submitted in this iteration is not stored yet.
+    std::optional<std::string> id = *known;
+    if (!id.has_value()) {
+      for (const auto& runner : touched_) {
+        if (runner->spec().idempotency_key() == spec.idempotency_key()) {
+          id = runner->id();
+        }
+      }
+    }
+    TaskRunner* existing = id.has_value() ? Find(*id) : nullptr;
+    if (existing != nullptr) {
       v1::TaskSpec asked = spec;
       v1::TaskSpec stored = existing->spec();
       // max_turns is filled with the default at acceptance.
@@ -376,10 +446,10 @@ absl::StatusOr<v1::SubmitTaskResponse> Engine::State::Submit(
       if (!google::protobuf::util::MessageDifferencer::Equals(asked, stored)) {
         return absl::AlreadyExistsError(absl::StrCat(
             "idempotency_key \"", spec.idempotency_key(),
-            "\" was used for task ", it->second, " with a different spec"));
+            "\" was used for task ", *id, " with a different spec"));
       }
       v1::SubmitTaskResponse response;
-      response.set_task_id(it->second);
+      response.set_task_id(*id);
       response.set_created(false);
       *response.mutable_task() = existing->ToProto(false);
       return response;
@@ -399,10 +469,6 @@ absl::StatusOr<v1::SubmitTaskResponse> Engine::State::Submit(
   std::string id = prepared->task_id;
   auto runner = std::make_shared<TaskRunner>(*std::move(prepared), *this);
   tasks_[id] = runner;
-  order_.push_back(id);
-  if (!spec.idempotency_key().empty()) {
-    idempotency_[spec.idempotency_key()] = id;
-  }
   ++active_tasks_;
   ++submitted_;
   runner->Start();
@@ -419,42 +485,64 @@ absl::StatusOr<v1::ListTasksResponse> Engine::State::List(
     return absl::InvalidArgumentError(
         absl::StrCat("page_size: at most ", kMaxPageSize));
   }
-  std::uint32_t page_size =
+  const std::uint32_t page_size =
       req.page_size() == 0 ? kDefaultPageSize : req.page_size();
-  // The token is the id of the last task of the previous page.
-  std::size_t start = order_.size();
+  ListTasksOptions options;
+  options.limit = page_size;
+  for (int state : req.states()) options.states.push_back(state);
   if (!req.page_token().empty()) {
-    auto it = std::find(order_.begin(), order_.end(), req.page_token());
-    if (it == order_.end()) {
+    // "<created_at unix nanos>/<task_id>" of the last task of the previous
+    // page.
+    std::string_view token = req.page_token();
+    std::size_t slash = token.find('/');
+    std::int64_t nanos = 0;
+    if (slash == std::string_view::npos ||
+        !absl::SimpleAtoi(absl::string_view(token.data(), slash), &nanos) ||
+        slash + 1 >= token.size()) {
       return absl::InvalidArgumentError(
           "page_token: not from a previous ListTasks call");
     }
-    start = static_cast<std::size_t>(it - order_.begin());
+    options.after = TaskCursor{FromStoredNanos(nanos),
+                               std::string(token.substr(slash + 1))};
   }
   v1::ListTasksResponse response;
-  for (std::size_t i = start; i > 0; --i) {
-    const std::shared_ptr<TaskRunner>& runner = tasks_[order_[i - 1]];
-    if (!req.states().empty() &&
-        std::find(req.states().begin(), req.states().end(),
-                  runner->state()) == req.states().end()) {
-      continue;
+  while (true) {
+    absl::StatusOr<TaskPage> page = store_.ListTasks(options);
+    if (!page.ok()) {
+      LogStoreError("listing tasks", page.status());
+      return absl::UnavailableError(
+          absl::StrCat("the store cannot list tasks: ",
+                       page.status().message()));
     }
-    bool labels_match = true;
-    for (const auto& [key, value] : req.label_selector()) {
-      auto label = runner->spec().labels().find(key);
-      if (label == runner->spec().labels().end() || label->second != value) {
-        labels_match = false;
-        break;
+    for (const TaskRecord& record : page->tasks) {
+      v1::Task task;
+      if (auto it = tasks_.find(record.task_id); it != tasks_.end()) {
+        task = it->second->ToProto(false);
+      } else {
+        task = TaskViewFromRecord(record);
+      }
+      bool labels_match = true;
+      for (const auto& [key, value] : req.label_selector()) {
+        auto label = task.spec().labels().find(key);
+        if (label == task.spec().labels().end() || label->second != value) {
+          labels_match = false;
+          break;
+        }
+      }
+      if (!labels_match) continue;
+      *response.add_tasks() = std::move(task);
+      if (static_cast<std::uint32_t>(response.tasks_size()) == page_size) {
+        if (&record != &page->tasks.back() || page->next.has_value()) {
+          response.set_next_page_token(
+              absl::StrCat(StoredNanos(record.created_at), "/",
+                           record.task_id));
+        }
+        return response;
       }
     }
-    if (!labels_match) continue;
-    if (static_cast<std::uint32_t>(response.tasks_size()) == page_size) {
-      response.set_next_page_token(response.tasks().rbegin()->task_id());
-      break;
-    }
-    *response.add_tasks() = runner->ToProto(false);
+    if (!page->next.has_value()) return response;
+    options.after = page->next;
   }
-  return response;
 }
 
 std::string Engine::State::MetricsText() {
@@ -517,6 +605,16 @@ std::string Engine::State::MetricsText() {
   }
   gauge("toolmesh_model_text_bytes_total", "Text streamed by the model.",
         "counter", static_cast<double>(text_bytes_));
+  gauge("toolmesh_store_commits_total", "Store transactions committed.",
+        "counter", static_cast<double>(commits_));
+  gauge("toolmesh_store_commit_seconds_total",
+        "Time spent committing store transactions.", "counter",
+        absl::ToDoubleSeconds(commit_time_));
+  gauge("toolmesh_store_errors_total", "Store operations that failed.",
+        "counter", static_cast<double>(store_errors_));
+  gauge("toolmesh_tasks_recovered_total",
+        "Unfinished tasks reloaded from the store at start.", "counter",
+        static_cast<double>(recovered_));
   gauge("toolmesh_requests_repaired_total",
         "Model requests that failed validation and were repaired before "
         "sending.",
@@ -538,6 +636,7 @@ std::string Engine::State::MetricsText() {
 }
 
 void Engine::State::ShutdownAll() {
+  Flush();
   for (auto& [id, runner] : tasks_) runner->Shutdown();
   auto sessions = std::move(sessions_);
   sessions_.clear();
@@ -547,14 +646,212 @@ void Engine::State::ShutdownAll() {
   }
 }
 
+
+// --- Persistence ------------------------------------------------------------
+
+v1::Task TaskViewFromRecord(const TaskRecord& record) {
+  v1::Task task;
+  task.set_task_id(record.task_id);
+  task.mutable_spec()->ParseFromString(record.spec);
+  task.set_state(static_cast<v1::TaskState>(record.state));
+  *task.mutable_created_at() =
+      TimeUtil::NanosecondsToTimestamp(StoredNanos(record.created_at));
+  *task.mutable_updated_at() =
+      TimeUtil::NanosecondsToTimestamp(StoredNanos(record.updated_at));
+  if (record.finished_at.has_value()) {
+    *task.mutable_finished_at() =
+        TimeUtil::NanosecondsToTimestamp(StoredNanos(*record.finished_at));
+  }
+  task.set_last_seq(record.last_seq);
+  absl::StatusOr<Json> snap = common::ParseJson(record.snapshot);
+  if (snap.ok() && snap->is_object()) {
+    task.set_turns(snap->value("turns_completed", 0u));
+    task.set_stop_reason(snap->value("stop_reason", ""));
+    const Json error = snap->value("error", Json());
+    if (error.is_object()) {
+      task.mutable_error()->set_type(error.value("type", ""));
+      task.mutable_error()->set_message(error.value("message", ""));
+      task.mutable_error()->set_http_status(error.value("http_status", 0));
+    }
+    task.set_usage_json(common::DumpJson(snap->value("usage", Json::object())));
+  }
+  return task;
+}
+
+TaskRecord Engine::State::RecordOf(const TaskRunner& runner) const {
+  v1::Task view = runner.ToProto(false);
+  TaskRecord record;
+  record.task_id = runner.id();
+  runner.spec().SerializeToString(&record.spec);
+  record.idempotency_key = runner.spec().idempotency_key();
+  record.state = runner.state();
+  record.created_at = runner.created_at();
+  record.updated_at = absl::FromUnixNanos(
+      TimeUtil::TimestampToNanoseconds(view.updated_at()));
+  if (view.has_finished_at()) {
+    record.finished_at = absl::FromUnixNanos(
+        TimeUtil::TimestampToNanoseconds(view.finished_at()));
+  }
+  record.last_seq = runner.last_seq();
+  record.snapshot = common::DumpJson(runner.Snapshot());
+  return record;
+}
+
+absl::StatusOr<std::shared_ptr<TaskRunner>> Engine::State::Load(
+    const TaskRecord& record) {
+  v1::TaskSpec spec;
+  if (!spec.ParseFromString(record.spec)) {
+    return absl::DataLossError("the stored spec does not parse");
+  }
+  absl::StatusOr<Json> snapshot = common::ParseJson(record.snapshot);
+  if (!snapshot.ok()) {
+    return absl::DataLossError(absl::StrCat("the stored snapshot: ",
+                                            snapshot.status().message()));
+  }
+  std::vector<v1::TaskEvent> events;
+  std::uint64_t after = 0;
+  while (true) {
+    absl::StatusOr<std::vector<EventRecord>> page =
+        store_.LoadEvents(record.task_id, after, 4096);
+    if (!page.ok()) return page.status();
+    if (page->empty()) break;
+    for (const EventRecord& stored : *page) {
+      v1::TaskEvent event;
+      if (!event.ParseFromString(stored.event)) {
+        return absl::DataLossError(
+            absl::StrCat("event ", stored.seq, " does not parse"));
+      }
+      events.push_back(std::move(event));
+      after = stored.seq;
+    }
+  }
+  absl::StatusOr<std::shared_ptr<TaskRunner>> runner = TaskRunner::Restore(
+      record.task_id, std::move(spec), *snapshot, std::move(events), *this);
+  if (!runner.ok()) return runner.status();
+  (*runner)->touched = false;
+  return runner;
+}
+
+void Engine::State::Flush() {
+  if (touched_.empty() && after_commit_.empty()) return;
+  WriteBatch batch;
+  std::vector<std::pair<TaskRunner*, std::uint64_t>> stored;
+  stored.reserve(touched_.size());
+  for (const std::shared_ptr<TaskRunner>& runner : touched_) {
+    // The task row (with its snapshot) only when something other than
+    // streamed deltas changed; events always.
+    if (runner->snapshot_dirty() || runner->stored_seq() == 0) {
+      batch.PutTask(RecordOf(*runner));
+    }
+    const std::uint64_t last = runner->last_seq();
+    for (std::uint64_t seq = runner->stored_seq() + 1; seq <= last; ++seq) {
+      const v1::TaskEvent& event = runner->events()[seq - 1];
+      batch.AppendEvent(
+          EventRecord{runner->id(), seq, event.SerializeAsString()});
+    }
+    stored.emplace_back(runner.get(), last);
+  }
+  const absl::Time start = absl::Now();
+  absl::Status committed = store_.Commit(batch);
+  commit_time_ += absl::Now() - start;
+  if (!committed.ok()) {
+    LogStoreError("commit", committed);
+    if (!retry_flush_scheduled_) {
+      // Try again soon; until then nothing of it is acknowledged or sent.
+      retry_flush_scheduled_ = true;
+      clock_.ScheduleAfter(absl::Milliseconds(200),
+                           [queue = engine_.queue_, this] {
+                             queue->Post([this] {
+                               retry_flush_scheduled_ = false;
+                             });
+                           });
+    }
+    return;
+  }
+  ++commits_;
+  std::vector<std::shared_ptr<TaskRunner>> touched = std::move(touched_);
+  touched_.clear();
+  for (std::size_t i = 0; i < touched.size(); ++i) {
+    TaskRunner& runner = *touched[i];
+    runner.touched = false;
+    runner.clear_snapshot_dirty();
+    runner.set_stored_seq(stored[i].second);
+  }
+  for (std::size_t i = 0; i < touched.size(); ++i) {
+    touched[i]->Published(stored[i].second);
+  }
+  std::vector<absl::AnyInvocable<void()>> replies = std::move(after_commit_);
+  after_commit_.clear();
+  for (auto& reply : replies) reply();
+}
+
+void Engine::State::Recover() {
+  absl::StatusOr<std::vector<TaskRecord>> records =
+      store_.LoadUnfinishedTasks();
+  if (!records.ok()) {
+    LogStoreError("loading unfinished tasks", records.status());
+    return;
+  }
+  for (const TaskRecord& record : *records) {
+    absl::StatusOr<std::shared_ptr<TaskRunner>> runner = Load(record);
+    if (!runner.ok()) {
+      LogStoreError("recovering task " + record.task_id, runner.status());
+      continue;
+    }
+    tasks_[record.task_id] = *runner;
+    ++active_tasks_;
+    ++recovered_;
+  }
+  if (recovered_ > 0) {
+    std::cerr << "toolmesh-orchestrator: recovered " << recovered_
+              << " unfinished tasks\n";
+  }
+  for (const TaskRecord& record : *records) {
+    auto it = tasks_.find(record.task_id);
+    if (it != tasks_.end()) it->second->Resume();
+  }
+}
+
+void Engine::State::Retain() {
+  const EngineOptions& options = engine_.options_;
+  absl::StatusOr<std::size_t> deleted = store_.DeleteFinished(
+      options.retention == absl::InfiniteDuration()
+          ? absl::InfinitePast()
+          : clock_.Now() - options.retention,
+      options.retention_count);
+  if (!deleted.ok()) LogStoreError("retention", deleted.status());
+  while (finished_order_.size() > options.finished_in_memory) {
+    std::string id = std::move(finished_order_.front());
+    finished_order_.pop_front();
+    auto it = tasks_.find(id);
+    if (it != tasks_.end() && it->second->terminal() && !it->second->touched) {
+      tasks_.erase(it);
+    }
+  }
+}
+
 // --- Engine -----------------------------------------------------------------
 
 Engine::Engine(EngineOptions options, common::Clock& clock,
-               common::ModelTransport& transport, common::RandomSource& random)
+               common::ModelTransport& transport, common::RandomSource& random,
+               Store& store)
     : options_(std::move(options)),
       queue_(std::make_shared<EngineQueue>()) {
-  state_ = std::make_unique<State>(*this, clock, transport, random);
+  state_ = std::make_unique<State>(*this, clock, transport, random, store);
+  queue_->Post([this] {
+    state_->Recover();
+    ScheduleRetention();
+  });
   thread_ = std::thread([this] { Run(); });
+}
+
+void Engine::ScheduleRetention() {
+  state_->Retain();
+  if (!ready_.load()) return;
+  state_->clock().ScheduleAfter(
+      options_.retention_interval, [queue = queue_, this] {
+        queue->Post([this] { ScheduleRetention(); });
+      });
 }
 
 Engine::~Engine() {
@@ -571,6 +868,8 @@ void Engine::Run() {
   while (queue_->Take(batch)) {
     for (auto& fn : batch) fn();
     batch.clear();
+    // One store transaction per iteration; replies and events wait for it.
+    state_->Flush();
   }
 }
 
@@ -615,7 +914,15 @@ bool Engine::Ready() const { return ready_.load(); }
 
 void Engine::SubmitTask(v1::SubmitTaskRequest request,
                         Reply<v1::SubmitTaskResponse> reply) {
-  TOOLMESH_ENGINE_CALL(reply, reply(state_->Submit(std::move(request))));
+  TOOLMESH_ENGINE_CALL(reply, {
+    absl::StatusOr<v1::SubmitTaskResponse> response =
+        state_->Submit(std::move(request));
+    // Acknowledged only once the task is stored.
+    state_->AfterCommit([reply = std::move(reply),
+                         response = std::move(response)]() mutable {
+      reply(std::move(response));
+    });
+  });
 }
 
 void Engine::GetTask(v1::GetTaskRequest request,
@@ -657,7 +964,10 @@ void Engine::CancelTask(v1::CancelTaskRequest request,
     }
     v1::CancelTaskResponse response;
     *response.mutable_task() = runner->ToProto(false);
-    reply(std::move(response));
+    state_->AfterCommit([reply = std::move(reply),
+                         response = std::move(response)]() mutable {
+      reply(std::move(response));
+    });
   });
 }
 

@@ -31,6 +31,7 @@
 #include "orchestrator/engine/dispatcher.h"
 #include "orchestrator/engine/engine_api.h"
 #include "orchestrator/engine/task_runner.h"
+#include "orchestrator/store/store.h"
 
 namespace toolmesh::orchestrator {
 
@@ -47,14 +48,24 @@ struct EngineOptions {
   common::HttpHeaders extra_headers;
   // Deliveries of one client tool call before ERROR worker_lost.
   int max_tool_attempts = 3;
+  // Retention of finished tasks in the store: deleted once finished longer
+  // ago than `retention` (InfiniteDuration: never) or beyond the newest
+  // `retention_count`; checked every `retention_interval`.
+  absl::Duration retention = absl::Hours(24 * 7);
+  std::size_t retention_count = 100000;
+  absl::Duration retention_interval = absl::Minutes(1);
+  // Finished tasks kept in memory; older ones are read from the store.
+  std::size_t finished_in_memory = 1000;
 };
 
 class Engine final : public EngineApi {
  public:
-  // `clock`, `transport` and `random` must outlive the engine. The engine
-  // thread starts here.
+  // `clock`, `transport`, `random` and `store` must outlive the engine. The
+  // engine thread starts here; its first work is to reload the unfinished
+  // tasks of `store` and continue them.
   Engine(EngineOptions options, common::Clock& clock,
-         common::ModelTransport& transport, common::RandomSource& random);
+         common::ModelTransport& transport, common::RandomSource& random,
+         Store& store);
   // Shutdown(), then joins the engine thread.
   ~Engine() override;
 
@@ -99,6 +110,7 @@ class Engine final : public EngineApi {
   class State;  // everything the engine thread owns
 
   void Run();
+  void ScheduleRetention();
 
   const EngineOptions options_;
   std::atomic<bool> ready_{true};

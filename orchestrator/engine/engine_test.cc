@@ -19,6 +19,7 @@
 #include "google/protobuf/util/time_util.h"
 #include "gtest/gtest.h"
 #include "orchestrator/engine/real_clock.h"
+#include "orchestrator/store/memory_store.h"
 #include "orchestrator/model/curl_model_transport.h"
 #include "tests/testing/fakeapi/fake_api_server.h"
 #include "tests/testing/status_matchers.h"
@@ -203,7 +204,8 @@ class EngineTest : public ::testing::Test {
 
     options.retry.backoff.initial_delay = absl::Milliseconds(5);
     options.retry.backoff.max_delay = absl::Milliseconds(20);
-    engine_ = std::make_unique<Engine>(options, clock_, *transport_, random_);
+    engine_ =
+        std::make_unique<Engine>(options, clock_, *transport_, random_, store_);
   }
 
   void TearDown() override {
@@ -268,6 +270,7 @@ class EngineTest : public ::testing::Test {
 
   RealClock clock_;
   common::SeededRandomSource random_{11};
+  MemoryStore store_;
   std::unique_ptr<fakeapi::FakeApiServer> fake_;
   std::unique_ptr<model::CurlModelTransport> transport_;
   std::unique_ptr<Engine> engine_;

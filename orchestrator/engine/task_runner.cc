@@ -1,5 +1,6 @@
 #include "orchestrator/engine/task_runner.h"
 
+#include <algorithm>
 #include <cstdio>
 #include <iostream>
 #include <utility>
@@ -223,7 +224,9 @@ TaskRunner::TaskRunner(PreparedTask task, RunnerEnv& env)
               },
               common::ToolLedgerOptions{.max_attempts =
                                             task.max_tool_attempts}),
-      updated_at_(task.created_at) {}
+      updated_at_(task.created_at),
+      max_tool_attempts_(static_cast<std::uint32_t>(
+          std::max(1, task.max_tool_attempts))) {}
 
 TaskRunner::~TaskRunner() {
   retry_timer_.Cancel();
@@ -867,31 +870,47 @@ void TaskRunner::Emit(v1::TaskEvent event) {
   *event.mutable_time() = ToTimestamp(env_.clock().Now());
   events_.push_back(std::move(event));
   const v1::TaskEvent& stored = events_.back();
+  if (!IsDeltaEvent(stored)) snapshot_dirty_ = true;
   env_.OnEvent(stored);
-  const bool is_terminal = stored.has_terminal();
-  const bool is_delta = IsDeltaEvent(stored);
-  std::vector<Subscriber> keep;
-  keep.reserve(subscribers_.size());
+  // Watchers get it once it is durable (Published()).
+  env_.Touched(*this);
+}
+
+void TaskRunner::Published(std::uint64_t seq) {
+  if (seq > published_seq_) published_seq_ = std::min<std::uint64_t>(
+      seq, events_.size());
+  Deliver();
+}
+
+void TaskRunner::Deliver() {
   std::vector<Subscriber> current = std::move(subscribers_);
   subscribers_.clear();
+  std::vector<Subscriber> keep;
+  keep.reserve(current.size());
   for (Subscriber& s : current) {
-    if (is_delta && s.omit_deltas) {
-      keep.push_back(std::move(s));
-      continue;
+    bool ended = false;
+    while (!ended && s.next_seq <= published_seq_) {
+      const v1::TaskEvent& event = events_[s.next_seq - 1];
+      ++s.next_seq;
+      if (s.omit_deltas && IsDeltaEvent(event)) continue;
+      if (!s.sink->OnEvent(event)) {
+        s.sink->OnEnd(absl::ResourceExhaustedError(
+            "the client reads events too slowly; resume WatchTask with "
+            "after_seq set to the last seq received"));
+        ended = true;
+      } else if (event.has_terminal()) {
+        s.sink->OnEnd(absl::OkStatus());
+        ended = true;
+      }
     }
-    if (!s.sink->OnEvent(stored)) {
-      s.sink->OnEnd(absl::ResourceExhaustedError(
-          "the client reads events too slowly; resume WatchTask with "
-          "after_seq set to the last seq received"));
-      continue;
-    }
-    if (is_terminal) {
+    if (!ended && terminal() && published_seq_ == events_.size() &&
+        s.next_seq > published_seq_) {
+      // It had seen the terminal event already (after_seq == last_seq).
       s.sink->OnEnd(absl::OkStatus());
-      continue;
+      ended = true;
     }
-    keep.push_back(std::move(s));
+    if (!ended) keep.push_back(std::move(s));
   }
-  // Subscribers added while calling out (none today) are kept too.
   for (Subscriber& s : subscribers_) keep.push_back(std::move(s));
   subscribers_ = std::move(keep);
 }
@@ -904,21 +923,8 @@ void TaskRunner::Watch(std::shared_ptr<EventSubscriber> subscriber,
         events_.size())));
     return;
   }
-  for (std::size_t i = after_seq; i < events_.size(); ++i) {
-    const v1::TaskEvent& event = events_[i];
-    if (omit_deltas && IsDeltaEvent(event)) continue;
-    if (!subscriber->OnEvent(event)) {
-      subscriber->OnEnd(absl::ResourceExhaustedError(
-          "the client reads events too slowly; resume WatchTask with "
-          "after_seq set to the last seq received"));
-      return;
-    }
-  }
-  if (terminal()) {
-    subscriber->OnEnd(absl::OkStatus());
-    return;
-  }
-  subscribers_.push_back({std::move(subscriber), omit_deltas});
+  subscribers_.push_back({std::move(subscriber), omit_deltas, after_seq + 1});
+  Deliver();
 }
 
 void TaskRunner::Unwatch(const std::shared_ptr<EventSubscriber>& subscriber) {
@@ -955,6 +961,275 @@ v1::Task TaskRunner::ToProto(bool full) const {
     task.set_conversation_json(common::DumpJson(*messages));
   }
   return task;
+}
+
+// --- Persistence ------------------------------------------------------------
+
+namespace {
+
+std::string_view PhaseName(int phase) {
+  static constexpr std::string_view kNames[] = {"idle", "streaming", "backoff",
+                                                "waiting_tools", "done"};
+  return phase >= 0 && phase < 5 ? kNames[phase] : "idle";
+}
+
+int PhaseFromName(std::string_view name) {
+  for (int i = 0; i < 5; ++i) {
+    if (PhaseName(i) == name) return i;
+  }
+  return 0;
+}
+
+Json TimeJson(std::optional<absl::Time> t) {
+  if (!t.has_value() || *t == absl::InfiniteFuture()) return nullptr;
+  return absl::ToUnixNanos(*t);
+}
+
+absl::Time TimeFrom(const Json& j, absl::Time absent) {
+  return j.is_number_integer() ? absl::FromUnixNanos(j.get<std::int64_t>())
+                               : absent;
+}
+
+Json EntryJson(const common::ToolEntry& e) {
+  Json j = {{"id", e.id.value()},
+            {"name", e.name},
+            {"kind", std::string(common::ToolKindName(e.kind))},
+            {"step", e.step},
+            {"state", std::string(common::ToolStateName(e.state))},
+            {"attempt", e.attempt},
+            {"lost", e.lost_deliveries},
+            {"result_is_error", e.result_is_error},
+            {"message", e.message}};
+  if (e.input.has_value()) j["input"] = *e.input;
+  if (e.input_invalid) j["input_error"] = e.input_error;
+  if (e.result.has_value()) j["result"] = *e.result;
+  if (e.result_step.has_value()) j["result_step"] = *e.result_step;
+  if (e.reason.has_value()) {
+    j["reason"] = std::string(common::ErrorReasonName(*e.reason));
+  }
+  return j;
+}
+
+absl::StatusOr<common::ToolEntry> EntryFrom(const Json& j) {
+  if (!j.is_object()) return absl::DataLossError("tool entry not an object");
+  common::ToolEntry e;
+  e.id = ToolUseId(j.value("id", ""));
+  e.name = j.value("name", "");
+  e.kind = j.value("kind", "") == "server" ? ToolKind::kServer
+                                           : ToolKind::kClient;
+  e.step = j.value("step", 0);
+  std::string state = j.value("state", "pending");
+  e.state = state == "running" ? ToolState::kRunning
+            : state == "done"  ? ToolState::kDone
+            : state == "error" ? ToolState::kError
+                               : ToolState::kPending;
+  e.attempt = j.value("attempt", 1);
+  e.lost_deliveries = j.value("lost", 0);
+  e.result_is_error = j.value("result_is_error", false);
+  e.message = j.value("message", "");
+  if (auto it = j.find("input"); it != j.end()) e.input = *it;
+  if (auto it = j.find("input_error"); it != j.end() && it->is_string()) {
+    e.input_invalid = true;
+    e.input_error = it->get<std::string>();
+  }
+  if (auto it = j.find("result"); it != j.end()) e.result = *it;
+  if (auto it = j.find("result_step"); it != j.end() && it->is_number()) {
+    e.result_step = it->get<int>();
+  }
+  if (auto it = j.find("reason"); it != j.end() && it->is_string()) {
+    absl::StatusOr<ErrorReason> reason =
+        common::ParseErrorReason(it->get<std::string>());
+    if (!reason.ok()) return absl::DataLossError(reason.status().message());
+    e.reason = *reason;
+  }
+  return e;
+}
+
+}  // namespace
+
+Json TaskRunner::Snapshot() const {
+  Json tools = Json::array();
+  for (const common::ToolEntry& entry : ledger_.entries()) {
+    Json j = EntryJson(entry);
+    if (auto meta = tool_meta_.find(entry.id); meta != tool_meta_.end()) {
+      j["block_type"] = meta->second.block_type;
+      j["turn"] = meta->second.turn;
+    }
+    if (auto w = workers_.find(entry.id); w != workers_.end()) {
+      j["worker"] = w->second;
+    }
+    if (dispatched_.contains(entry.id)) j["dispatched"] = true;
+    tools.push_back(std::move(j));
+  }
+  Json error = nullptr;
+  if (error_.has_value()) {
+    error = {{"type", error_->type()},
+             {"message", error_->message()},
+             {"http_status", error_->http_status()}};
+  }
+  return Json{{"v", 1},
+              {"request_fields", request_fields_},
+              {"conversation", conversation_.messages()},
+              {"created_ns", absl::ToUnixNanos(created_at_)},
+              {"deadline_ns", TimeJson(deadline_)},
+              {"updated_ns", TimeJson(updated_at_)},
+              {"finished_ns", TimeJson(finished_at_)},
+              {"max_turns", max_turns_},
+              {"max_tool_attempts", max_tool_attempts_},
+              {"state", static_cast<int>(state_)},
+              {"phase", std::string(PhaseName(static_cast<int>(phase_)))},
+              {"turn", turn_},
+              {"attempt", attempt_},
+              {"retries", retries_},
+              {"turns_completed", turns_completed_},
+              {"step", step_},
+              {"next_step", next_step_},
+              {"waiting_step", waiting_step_},
+              {"stop_reason", stop_reason_},
+              {"error", std::move(error)},
+              {"final_message", final_message_},
+              {"usage", usage_},
+              {"tools", std::move(tools)}};
+}
+
+absl::StatusOr<std::shared_ptr<TaskRunner>> TaskRunner::Restore(
+    std::string task_id, v1::TaskSpec spec, const Json& snap,
+    std::vector<v1::TaskEvent> events, RunnerEnv& env) {
+  if (!snap.is_object() || snap.value("v", 0) != 1) {
+    return absl::DataLossError(
+        absl::StrCat("task ", task_id, ": unknown snapshot format"));
+  }
+  for (std::size_t i = 0; i < events.size(); ++i) {
+    if (events[i].seq() != i + 1) {
+      return absl::DataLossError(absl::StrCat(
+          "task ", task_id, ": stored events are not 1..n (event ", i + 1,
+          " has seq ", events[i].seq(), ")"));
+    }
+  }
+  PreparedTask prepared;
+  prepared.task_id = task_id;
+  prepared.spec = std::move(spec);
+  prepared.request_fields = snap.value("request_fields", Json::object());
+  absl::StatusOr<common::Conversation> conversation =
+      common::Conversation::FromMessages(
+          snap.value("conversation", Json::array()));
+  if (!conversation.ok()) {
+    return absl::DataLossError(absl::StrCat(
+        "task ", task_id, ": ", conversation.status().message()));
+  }
+  prepared.conversation = *std::move(conversation);
+  prepared.created_at = TimeFrom(snap.value("created_ns", Json()),
+                                 absl::UnixEpoch());
+  prepared.deadline = TimeFrom(snap.value("deadline_ns", Json()),
+                               absl::InfiniteFuture());
+  prepared.max_turns = snap.value("max_turns", 32u);
+  prepared.max_tool_attempts = snap.value("max_tool_attempts", 3);
+  auto runner = std::make_shared<TaskRunner>(std::move(prepared), env);
+  TaskRunner& r = *runner;
+  r.state_ = static_cast<v1::TaskState>(snap.value("state", 0));
+  r.phase_ = static_cast<Phase>(PhaseFromName(snap.value("phase", "idle")));
+  r.updated_at_ = TimeFrom(snap.value("updated_ns", Json()), r.created_at_);
+  if (snap.contains("finished_ns") && snap["finished_ns"].is_number()) {
+    r.finished_at_ = TimeFrom(snap["finished_ns"], r.created_at_);
+  }
+  r.turn_ = snap.value("turn", 0u);
+  r.attempt_ = snap.value("attempt", 0u);
+  r.retries_ = snap.value("retries", 0);
+  r.turns_completed_ = snap.value("turns_completed", 0u);
+  r.step_ = snap.value("step", -1);
+  r.next_step_ = snap.value("next_step", 0);
+  r.waiting_step_ = snap.value("waiting_step", -1);
+  r.stop_reason_ = snap.value("stop_reason", "");
+  if (const Json& error = snap.value("error", Json()); error.is_object()) {
+    v1::TaskError e;
+    e.set_type(error.value("type", ""));
+    e.set_message(error.value("message", ""));
+    e.set_http_status(error.value("http_status", 0));
+    r.error_ = std::move(e);
+  }
+  r.final_message_ = snap.value("final_message", Json());
+  r.usage_ = snap.value("usage", Json::object());
+  for (const Json& j : snap.value("tools", Json::array())) {
+    absl::StatusOr<common::ToolEntry> entry = EntryFrom(j);
+    if (!entry.ok()) return entry.status();
+    ToolUseId id = entry->id;
+    if (j.contains("block_type")) {
+      r.tool_meta_[id] = {j.value("block_type", ""), j.value("turn", 0u)};
+    }
+    if (j.contains("worker")) r.workers_[id] = j.value("worker", "");
+    if (j.value("dispatched", false)) r.dispatched_.insert(id);
+    absl::Status restored = r.ledger_.Restore(*std::move(entry));
+    if (!restored.ok()) {
+      return absl::DataLossError(
+          absl::StrCat("task ", task_id, ": ", restored.message()));
+    }
+  }
+  r.events_ = std::move(events);
+  r.stored_seq_ = r.events_.size();
+  r.published_seq_ = r.events_.size();
+  r.snapshot_dirty_ = false;
+  return runner;
+}
+
+void TaskRunner::Resume() {
+  if (terminal()) {
+    phase_ = Phase::kDone;
+    return;
+  }
+  if (deadline_ != absl::InfiniteFuture()) {
+    std::weak_ptr<TaskRunner> weak = weak_from_this();
+    deadline_timer_ = env_.clock().ScheduleAfter(
+        deadline_ - env_.clock().Now(), [weak, queue = env_.queue()] {
+          queue->Post([weak] {
+            if (auto self = weak.lock()) self->OnDeadline();
+          });
+        });
+  }
+  if (state_ == v1::TASK_STATE_CANCELLING) {
+    (void)Cancel("cancelled before the orchestrator restarted");
+    return;
+  }
+  if (state_ == v1::TASK_STATE_QUEUED || turn_ == 0) {
+    SetState(v1::TASK_STATE_RUNNING);
+    NextTurn();
+    return;
+  }
+  if (phase_ == Phase::kWaitingTools) {
+    for (const common::ToolEntry& entry : ledger_.entries()) {
+      if (entry.kind != ToolKind::kClient || IsTerminal(entry.state)) {
+        continue;
+      }
+      if (entry.state == ToolState::kRunning) {
+        // Its worker's stream died with the old process: deliver again.
+        ledger_.Requeue(entry.id, "the orchestrator restarted",
+                        /*counts_as_attempt=*/false);
+      }
+    }
+    FlushTransitions();
+    for (const common::ToolEntry& entry : ledger_.entries()) {
+      if (entry.kind == ToolKind::kClient && !IsTerminal(entry.state) &&
+          entry.input.has_value()) {
+        EnqueueCall(entry.id);
+      }
+    }
+    MaybeSendToolResults();
+    return;
+  }
+  // The turn was streaming (or about to): its partial step was never
+  // committed. Its tools end stream_aborted and the turn is requested again.
+  ledger_.AbortStep(step_, "the orchestrator restarted while the model "
+                           "stream was running; the turn is requested again");
+  FlushTransitions();
+  v1::TaskEvent event;
+  auto* retrying = event.mutable_turn_retrying();
+  retrying->set_turn(turn_);
+  retrying->set_attempt(attempt_);
+  retrying->set_reason("orchestrator_restart");
+  retrying->set_message(
+      "the orchestrator restarted while this attempt was streaming");
+  Emit(std::move(event));
+  phase_ = Phase::kIdle;
+  SendAttempt();
 }
 
 }  // namespace toolmesh::orchestrator

@@ -100,9 +100,11 @@ class RunnerEnv {
   // The task reached a terminal state (called once, after its terminal
   // event).
   virtual void OnTaskFinished(TaskRunner& runner) = 0;
-  // Every event the runner records, right after it got its seq (metrics,
-  // and later the store).
+  // Every event the runner records, right after it got its seq (metrics).
   virtual void OnEvent(const v1::TaskEvent& event) = 0;
+  // The runner recorded events or changed state: the engine stores it at
+  // the end of this engine iteration and then calls Published().
+  virtual void Touched(TaskRunner& runner) = 0;
   // A request failed our own validation and was repaired before sending.
   virtual void OnRequestRepaired(TaskRunner& runner,
                                  const std::string& detail) = 0;
@@ -171,12 +173,37 @@ class TaskRunner : public std::enable_shared_from_this<TaskRunner>,
     return ledger_.counters();
   }
 
+  // --- Persistence (engine thread) ----------------------------------------
+  // Everything needed to continue the task after a restart, as JSON.
+  common::Json Snapshot() const;
+  // A runner saved with Snapshot(), with its stored events (seq 1..n, in
+  // order). Not started: call Resume() for an unfinished task.
+  // kDataLoss when the snapshot or the events do not fit together.
+  static absl::StatusOr<std::shared_ptr<TaskRunner>> Restore(
+      std::string task_id, v1::TaskSpec spec, const common::Json& snapshot,
+      std::vector<v1::TaskEvent> events, RunnerEnv& env);
+  // Continues a restored unfinished task (ARCHITECTURE.md "Durability"): a
+  // turn that was streaming is requested again (its tools end
+  // stream_aborted), running tool calls are re-queued with attempt + 1.
+  void Resume();
+  // Whether the snapshot changed since clear_snapshot_dirty().
+  bool snapshot_dirty() const { return snapshot_dirty_; }
+  void clear_snapshot_dirty() { snapshot_dirty_ = false; }
+  // Events up to this seq were handed to the store.
+  std::uint64_t stored_seq() const { return stored_seq_; }
+  void set_stored_seq(std::uint64_t seq) { stored_seq_ = seq; }
+  // Events up to `seq` are durable: watchers get them now.
+  void Published(std::uint64_t seq);
+  // Set while the engine has this runner on its list of touched runners.
+  bool touched = false;
+
  private:
   class Forwarder;
   enum class Phase { kIdle, kStreaming, kBackoff, kWaitingTools, kDone };
   struct Subscriber {
     std::shared_ptr<EventSubscriber> sink;
     bool omit_deltas = false;
+    std::uint64_t next_seq = 1;  // the next event it gets
   };
   struct ToolMeta {
     std::string block_type;
@@ -260,6 +287,13 @@ class TaskRunner : public std::enable_shared_from_this<TaskRunner>,
 
   std::vector<v1::TaskEvent> events_;
   std::vector<Subscriber> subscribers_;
+  bool snapshot_dirty_ = true;
+  std::uint64_t stored_seq_ = 0;
+  std::uint64_t published_seq_ = 0;
+  std::uint32_t max_tool_attempts_ = 3;
+
+  // Delivers published events to the subscribers.
+  void Deliver();
 };
 
 // Adds the numeric fields of `usage` into `total` (nested objects such as

@@ -214,6 +214,7 @@ absl::StatusOr<std::unique_ptr<Cluster>> Cluster::Start(
     return absl::InternalError(
         absl::StrCat("cannot create ", root, "/data: ", mkdir_error.message()));
   }
+  cluster->orchestrator_options_ = orch;
   absl::StatusOr<std::unique_ptr<Process>> orchestrator = Process::Start(orch);
   if (!orchestrator.ok()) return orchestrator.status();
   cluster->orchestrator_ = *std::move(orchestrator);
@@ -355,7 +356,8 @@ absl::StatusOr<std::string> Cluster::Submit(const v1::TaskSpec& spec) {
 }
 
 TaskRun Cluster::Watch(const std::string& task_id, absl::Duration timeout,
-                       const EventHook& hook, bool omit_deltas) {
+                       const EventHook& hook, bool omit_deltas,
+                       std::uint64_t after_seq) {
   TaskRun run;
   run.task_id = task_id;
   grpc::ClientContext context;
@@ -363,6 +365,7 @@ TaskRun Cluster::Watch(const std::string& task_id, absl::Duration timeout,
   v1::WatchTaskRequest request;
   request.set_task_id(task_id);
   request.set_omit_deltas(omit_deltas);
+  request.set_after_seq(after_seq);
   std::unique_ptr<grpc::ClientReader<v1::TaskEvent>> reader =
       client_->WatchTask(&context, request);
   bool terminal = false;
@@ -380,6 +383,30 @@ TaskRun Cluster::Watch(const std::string& task_id, absl::Duration timeout,
         "WatchTask ended with OK before a TaskTerminal event");
   }
   return run;
+}
+
+absl::Status Cluster::RestartOrchestrator() {
+  if (absl::Status killed = orchestrator_->Signal(SIGKILL); !killed.ok()) {
+    return killed;
+  }
+  if (absl::StatusOr<int> waited = orchestrator_->Wait(absl::Seconds(10));
+      !waited.ok()) {
+    return waited.status();
+  }
+  Process::Options options = orchestrator_options_;
+  for (std::size_t i = 0; i + 1 < options.args.size(); ++i) {
+    if (options.args[i] == "--listen") options.args[i + 1] = grpc_address_;
+  }
+  options.stderr_path += ".restarted";
+  absl::StatusOr<std::unique_ptr<Process>> orchestrator =
+      Process::Start(options);
+  if (!orchestrator.ok()) return orchestrator.status();
+  orchestrator_ = *std::move(orchestrator);
+  absl::StatusOr<std::string> line =
+      orchestrator_->WaitForLine("grpc listening on ", absl::Seconds(20));
+  if (!line.ok()) return line.status();
+  line = orchestrator_->WaitForLine("http listening on ", absl::Seconds(20));
+  return line.status();
 }
 
 TaskRun Cluster::Run(const v1::TaskSpec& spec, absl::Duration timeout,

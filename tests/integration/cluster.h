@@ -138,7 +138,13 @@ class Cluster {
   // stream's end, or `timeout`. Always returns what arrived; see
   // TaskRun::status.
   TaskRun Watch(const std::string& task_id, absl::Duration timeout,
-                const EventHook& hook = nullptr, bool omit_deltas = true);
+                const EventHook& hook = nullptr, bool omit_deltas = true,
+                std::uint64_t after_seq = 0);
+
+  // Kills the orchestrator with SIGKILL (no shutdown at all) and starts it
+  // again on the same address and data dir; returns once it listens.
+  // Workers reconnect on their own.
+  absl::Status RestartOrchestrator();
 
   // Submit + Watch.
   TaskRun Run(const v1::TaskSpec& spec, absl::Duration timeout,
@@ -161,6 +167,7 @@ class Cluster {
   std::unique_ptr<TempDir> dir_;
   std::unique_ptr<Process> fakeapi_;
   std::unique_ptr<Process> orchestrator_;
+  Process::Options orchestrator_options_;
   std::map<std::string, std::unique_ptr<Process>, std::less<>> workers_;
   std::string fakeapi_host_;
   int fakeapi_port_ = 0;

@@ -45,6 +45,7 @@ using ::testing::HasSubstr;
 using ::testing::IsEmpty;
 using ::toolmesh::common::Json;
 using ::toolmesh::testing::IsOk;
+using ::toolmesh::testing::StatusIs;
 
 constexpr absl::Duration kTaskTimeout = absl::Seconds(30);
 
@@ -754,6 +755,115 @@ TEST_F(ClusterTest, CliSubmitJsonEndToEnd) {
   EXPECT_THAT(listed, HasSubstr("w1"));
   EXPECT_THAT(listed, HasSubstr("w2"));
   EXPECT_THAT(listed, HasSubstr("echo"));
+  ExpectFakeApiAcceptedEverything();
+}
+
+// --- Durability: the orchestrator killed with SIGKILL and restarted ------
+
+// Kills the orchestrator while the parallel sleeps run on the workers; after
+// the restart the calls are delivered again, the task completes, and a
+// client that saw events before the kill resumes after its last seq with no
+// gap and no duplicate.
+TEST_F(ClusterTest, OrchestratorKilledMidToolResumesAfterRestart) {
+  ASSERT_NO_FATAL_FAILURE(StartCluster(
+      Options("parallel_tools.json",
+              {{"w1", Json::array({SleepTool()}), 2},
+               {"w2", Json::array({SleepTool()}), 2}})));
+  absl::StatusOr<std::string> id =
+      cluster_->Submit(MakeSpec("Take four naps.", {"sleep"}));
+  ASSERT_THAT(id, IsOk());
+
+  // Watch until the first call runs, then kill the orchestrator.
+  bool killed = false;
+  TaskRun before = cluster_->Watch(
+      *id, kTaskTimeout,
+      [&](const v1::TaskEvent& event) {
+        if (!killed && event.has_tool_transition() &&
+            event.tool_transition().state() == v1::TOOL_CALL_STATE_RUNNING) {
+          killed = true;
+          ASSERT_THAT(cluster_->RestartOrchestrator(), IsOk());
+        }
+      },
+      /*omit_deltas=*/false);
+  ASSERT_TRUE(killed) << before.Dump();
+  ASSERT_FALSE(before.status.ok()) << "the stream should break on SIGKILL";
+  ASSERT_FALSE(before.events.empty());
+  const std::uint64_t last_seen = before.events.back().seq();
+
+  // Resume after the last event seen.
+  TaskRun after = cluster_->Watch(*id, kTaskTimeout, nullptr,
+                                  /*omit_deltas=*/false, last_seen);
+  ASSERT_THAT(after.status, IsOk()) << after.Dump();
+  ASSERT_NE(after.terminal(), nullptr) << after.Dump();
+  EXPECT_EQ(after.terminal()->state(), v1::TASK_STATE_COMPLETED)
+      << after.Dump();
+  ASSERT_FALSE(after.events.empty());
+  EXPECT_EQ(after.events.front().seq(), last_seen + 1);
+  for (std::size_t i = 1; i < after.events.size(); ++i) {
+    ASSERT_EQ(after.events[i].seq(), after.events[i - 1].seq() + 1)
+        << after.Dump();
+  }
+
+  // The whole history, once more from the start: every tool ended exactly
+  // once, and the model got one result per call.
+  TaskRun all = cluster_->Watch(*id, kTaskTimeout, nullptr,
+                                /*omit_deltas=*/false);
+  ASSERT_THAT(all.status, IsOk());
+  ASSERT_EQ(all.events.size(), last_seen + after.events.size());
+  for (std::size_t i = 0; i < before.events.size(); ++i) {
+    EXPECT_EQ(all.events[i].SerializeAsString(),
+              before.events[i].SerializeAsString())
+        << "event " << i + 1 << " changed across the restart";
+  }
+  ExpectEveryToolEnded(all);
+  const std::vector<std::string> ids = all.ToolIdsNamed("sleep");
+  ASSERT_EQ(ids.size(), 4u) << all.Dump();
+  bool redelivered = false;
+  for (const std::string& tool : ids) {
+    const std::vector<v1::ToolTransition> t = all.Transitions(tool);
+    EXPECT_EQ(t.back().state(), v1::TOOL_CALL_STATE_DONE) << all.Dump();
+    if (t.back().attempt() > 1) redelivered = true;
+  }
+  EXPECT_TRUE(redelivered) << all.Dump();
+  const Json conversation = all.Conversation();
+  EXPECT_THAT(ToolResultProblems(conversation), IsEmpty())
+      << common::DumpJsonPretty(conversation);
+  EXPECT_EQ(BlocksOfType(conversation, "tool_result").size(), 4u);
+  ExpectFakeApiAcceptedEverything();
+}
+
+// An idempotency key survives a restart: the same submission returns the
+// same task, a different one is refused.
+TEST_F(ClusterTest, IdempotentSubmissionAcrossRestart) {
+  ASSERT_NO_FATAL_FAILURE(StartCluster(
+      Options("", {{"w1", Json::array({EchoTool()}), 2}})));
+  v1::TaskSpec spec = MakeSpec("Please echo hello.", {"echo"});
+  spec.set_idempotency_key("restart-key-1");
+  absl::StatusOr<std::string> first = cluster_->Submit(spec);
+  ASSERT_THAT(first, IsOk());
+  TaskRun run = cluster_->Watch(*first, kTaskTimeout);
+  ASSERT_COMPLETED(run, "end_turn");
+
+  ASSERT_THAT(cluster_->RestartOrchestrator(), IsOk());
+  // The client's channel still points at the dead process: its first call
+  // fails UNAVAILABLE, and a client retries it (safe: the key).
+  absl::StatusOr<std::string> again = absl::UnavailableError("not sent");
+  ASSERT_TRUE(PollUntil(
+      [&] {
+        again = cluster_->Submit(spec);
+        return !absl::IsUnavailable(again.status());
+      },
+      absl::Seconds(10)));
+  ASSERT_THAT(again, IsOk());
+  EXPECT_EQ(*again, *first);
+  spec.set_prompt("Something else.");
+  EXPECT_THAT(cluster_->Submit(spec),
+              StatusIs(absl::StatusCode::kAlreadyExists));
+
+  // The finished task is still there, with its whole history.
+  TaskRun replay = cluster_->Watch(*first, kTaskTimeout);
+  ASSERT_COMPLETED(replay, "end_turn");
+  EXPECT_EQ(replay.events.size(), run.events.size());
   ExpectFakeApiAcceptedEverything();
 }
 
