@@ -547,6 +547,94 @@ TEST_F(EngineTest, DeferredServerCallIsReconciledFromNextStep) {
   EXPECT_EQ(Rejected(), 0);
 }
 
+TEST_F(EngineTest, PauseTurnContinuesWithTheContentSentBackUnchanged) {
+  Boot(R"({"responses": [
+    {"blocks": [{"type": "text", "text": "I'll search for that."}],
+     "fault": "pause_turn"},
+    {"blocks": [{"type": "text", "text": "Here is the summary."}]}
+  ]})");
+  v1::TaskSpec spec = Spec("search the news");
+  spec.add_server_tools_json(
+      R"({"type":"web_search_20250305","name":"web_search"})");
+  std::string id = Submit(spec);
+  auto events = Watch(id);
+  ASSERT_TRUE(events->WaitEnd());
+  std::vector<v1::TaskEvent> all = events->events();
+  const v1::TaskTerminal* terminal = Terminal(all);
+  ASSERT_NE(terminal, nullptr);
+  EXPECT_EQ(terminal->state(), v1::TASK_STATE_COMPLETED)
+      << terminal->error().message();
+  std::vector<std::string> stop_reasons;
+  for (const v1::TaskEvent& e : all) {
+    if (e.has_turn_completed()) {
+      stop_reasons.push_back(e.turn_completed().stop_reason());
+    }
+  }
+  EXPECT_THAT(stop_reasons, ElementsAre("pause_turn", "end_turn"));
+  // The paused server call got its result from the continuation.
+  std::string server_id;
+  for (const v1::TaskEvent& e : all) {
+    if (e.has_tool_transition() &&
+        e.tool_transition().kind() == v1::TOOL_KIND_SERVER) {
+      server_id = e.tool_transition().tool_use_id();
+    }
+  }
+  ASSERT_FALSE(server_id.empty());
+  EXPECT_EQ(ToolStates(all, server_id).back(), "TOOL_CALL_STATE_DONE");
+  // The continuation request carried the paused content unchanged, with no
+  // user message after it.
+  Json log = fake_->RequestLog();
+  ASSERT_EQ(log.size(), 2u);
+  const Json& messages = log[1]["body"]["messages"];
+  EXPECT_EQ(messages.back()["role"], "assistant");
+  EXPECT_EQ(Rejected(), 0);
+}
+
+TEST_F(EngineTest, TruncatedToolCallIsNeverRun) {
+  Boot(R"({"responses": [
+    {"fault": "max_tokens", "blocks": [
+       {"type": "text", "text": "Calling it now."},
+       {"type": "tool_use", "name": "echo", "input": {"text": "a long input"}}]}
+  ]})");
+  auto worker = AddWorker("w1", {"echo"});
+  std::string id = Submit(Spec("echo", {"echo"}));
+  auto events = Watch(id);
+  ASSERT_TRUE(events->WaitEnd());
+  std::vector<v1::TaskEvent> all = events->events();
+  const v1::TaskTerminal* terminal = Terminal(all);
+  ASSERT_NE(terminal, nullptr);
+  EXPECT_EQ(terminal->state(), v1::TASK_STATE_COMPLETED);
+  EXPECT_EQ(terminal->stop_reason(), "max_tokens");
+  EXPECT_TRUE(worker->assignments().empty());
+  bool invalid_input = false;
+  for (const v1::TaskEvent& e : all) {
+    if (e.has_tool_transition() &&
+        e.tool_transition().reason() == v1::TOOL_ERROR_REASON_INVALID_INPUT) {
+      invalid_input = true;
+    }
+  }
+  EXPECT_TRUE(invalid_input);
+}
+
+TEST_F(EngineTest, DeadlineEndsTheTaskAndItsTools) {
+  Boot(R"({"responses": [
+    {"blocks": [{"type": "tool_use", "name": "hold", "input": {}}]}
+  ]})");
+  auto worker = AddWorker("w1", {"hold"});
+  v1::TaskSpec spec = Spec("hold on", {"hold"});
+  spec.mutable_timeout()->set_nanos(300 * 1000 * 1000);
+  std::string id = Submit(spec);
+  auto events = Watch(id);
+  ASSERT_TRUE(events->WaitEnd());
+  std::vector<v1::TaskEvent> all = events->events();
+  const v1::TaskTerminal* terminal = Terminal(all);
+  ASSERT_NE(terminal, nullptr);
+  EXPECT_EQ(terminal->state(), v1::TASK_STATE_FAILED);
+  EXPECT_EQ(terminal->error().type(), "deadline_exceeded");
+  ASSERT_TRUE(worker->WaitCancels(1));
+  EXPECT_EQ(worker->cancels()[0].reason(), v1::CANCEL_REASON_DEADLINE_EXCEEDED);
+}
+
 TEST_F(EngineTest, MaxTurnsFailsTheTask) {
   Boot(R"({"responses": [
     {"repeat": true, "blocks": [{"type": "tool_use", "name": "echo",
