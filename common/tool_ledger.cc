@@ -300,8 +300,27 @@ absl::Status ToolLedger::Restore(ToolEntry entry) {
     return absl::AlreadyExistsError(
         Cat("tool entry ", entry.id.value(), " is already in the ledger"));
   }
+  return Replace(std::move(entry));
+}
+
+absl::Status ToolLedger::Replace(ToolEntry entry) {
+  if (entry.id.empty() || entry.step < 0 || entry.attempt < 1 ||
+      entry.lost_deliveries < 0) {
+    return absl::InvalidArgumentError(
+        Cat("cannot restore tool entry '", entry.id.value(),
+            "': empty id, negative step or attempt below 1"));
+  }
+  if ((entry.state == ToolState::kError) != entry.reason.has_value()) {
+    return absl::InvalidArgumentError(
+        Cat("cannot restore tool entry ", entry.id.value(),
+            ": a reason is required exactly for the error state"));
+  }
   if (closed_) {
     return absl::FailedPreconditionError("the ledger is closed");
+  }
+  if (ToolEntry* existing = Find(entry.id); existing != nullptr) {
+    *existing = std::move(entry);
+    return absl::OkStatus();
   }
   ToolUseId id = entry.id;
   entries_.push_back(std::move(entry));

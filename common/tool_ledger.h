@@ -310,6 +310,10 @@ class ToolLedger {
   // kFailedPrecondition after CloseTask().
   absl::Status Restore(ToolEntry entry);
 
+  // Like Restore(), but an entry with the same id is overwritten as a whole
+  // (recovery replays saved transitions onto restored entries).
+  absl::Status Replace(ToolEntry entry);
+
   // --- Queries ------------------------------------------------------------
 
   // The entry for `id`, or nullptr. The pointer stays valid for the
