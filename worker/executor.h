@@ -17,6 +17,7 @@
 // lock inside Run() that `done` also takes.
 #pragma once
 
+#include <cstddef>
 #include <string>
 #include <string_view>
 
@@ -65,6 +66,29 @@ struct ToolOutcome {
 // An outcome with is_error set and a text content.
 ToolOutcome ErrorOutcome(OutcomeReason reason, std::string message,
                          absl::Duration duration = absl::ZeroDuration());
+
+// The default most bytes of a tool result (the worker's --max-result-bytes
+// and the exec executor's stdout cap).
+inline constexpr size_t kDefaultMaxResultBytes = size_t{1} << 20;  // 1 MiB
+
+// The marker that ends a truncated result:
+//   "[... truncated: N bytes over the M-byte limit]"
+// where N = original size - M.
+std::string TruncationMarker(size_t original_size, size_t limit);
+
+// Makes `text` (of `original_size` bytes before any earlier cut; at least
+// text->size()) fit in `limit` bytes: when original_size > limit, cuts it
+// at a UTF-8 character boundary and appends "\n" and TruncationMarker(), so
+// that the result, marker included, is at most `limit` bytes (only the
+// marker when `limit` is smaller than it). Returns whether it cut.
+bool TruncateToLimit(std::string* text, size_t original_size, size_t limit);
+
+// The outcome with its content held to `limit` bytes: a string content is
+// truncated with TruncateToLimit; any other content (an array of content
+// blocks) whose compact JSON exceeds the limit becomes a string: that JSON
+// text truncated the same way. is_error, reason and duration are kept: a
+// long result is still a result.
+ToolOutcome LimitResultSize(ToolOutcome outcome, size_t limit);
 
 // Receives the outcome of one call. Called exactly once.
 using DoneCallback = absl::AnyInvocable<void(ToolOutcome)>;

@@ -1,10 +1,12 @@
 // Parsing and checking of tools.json (tools_config.h).
 #include "worker/tools_config.h"
 
+#include <cstdint>
 #include <fstream>
 #include <sstream>
 #include <string>
 #include <utility>
+#include <vector>
 
 #include "absl/container/flat_hash_set.h"
 #include "absl/status/status.h"
@@ -23,6 +25,58 @@ constexpr int64_t kDefaultTimeoutMs = 30000;
 // Long enough for any tool; short enough that absl::Milliseconds cannot
 // overflow.
 constexpr int64_t kMaxTimeoutMs = int64_t{7} * 24 * 3600 * 1000;
+
+constexpr std::string_view kReferenceOpen = "{input.";
+
+bool IsFieldChar(char c) {
+  return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+         (c >= '0' && c <= '9') || c == '_' || c == '-';
+}
+
+// One piece of an argv element: literal text, or the name of an input field.
+struct ArgPiece {
+  bool is_field = false;
+  std::string text;
+};
+
+// Splits `arg` into literal text and `{input.FIELD}` references. Any
+// "{input." that does not open a well-formed reference is an error.
+absl::StatusOr<std::vector<ArgPiece>> SplitArgTemplate(std::string_view arg) {
+  std::vector<ArgPiece> pieces;
+  size_t pos = 0;
+  while (pos < arg.size()) {
+    const size_t open = arg.find(kReferenceOpen, pos);
+    if (open == std::string_view::npos) break;
+    size_t end = open + kReferenceOpen.size();
+    while (end < arg.size() && IsFieldChar(arg[end])) ++end;
+    const size_t name_size = end - open - kReferenceOpen.size();
+    if (name_size == 0 || name_size > kMaxNameLength || end >= arg.size() ||
+        arg[end] != '}') {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "malformed reference at offset ", open,
+          ": expected {input.FIELD} with FIELD of [A-Za-z0-9_-]{1,128}"));
+    }
+    if (open > pos) pieces.push_back({false, std::string(arg.substr(pos, open - pos))});
+    pieces.push_back(
+        {true, std::string(arg.substr(open + kReferenceOpen.size(), name_size))});
+    pos = end + 1;
+  }
+  if (pos < arg.size()) pieces.push_back({false, std::string(arg.substr(pos))});
+  return pieces;
+}
+
+bool IsValidEnvName(std::string_view name) {
+  if (name.empty() || (name[0] >= '0' && name[0] <= '9')) return false;
+  for (char c : name) {
+    bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+              (c >= '0' && c <= '9') || c == '_';
+    if (!ok) return false;
+  }
+  return true;
+}
+
+// The worker's own credential never reaches a tool, whatever the config.
+constexpr char kWorkerTokenVariable[] = "TOOLMESH_WORKER_TOKEN";
 
 bool IsValidToolName(std::string_view name) {
   if (name.empty() || name.size() > kMaxNameLength) return false;
@@ -63,6 +117,56 @@ absl::Status CheckOnlyFields(const Json& object,
     }
   }
   return absl::OkStatus();
+}
+
+absl::Status CheckEnvName(const std::string& name, const std::string& field,
+                          const EntryErrors& errors) {
+  if (!IsValidEnvName(name)) {
+    return errors.Error(field, absl::StrCat("\"", name,
+                                            "\" is not a valid variable name "
+                                            "(^[A-Za-z_][A-Za-z0-9_]*$)"));
+  }
+  if (name == kWorkerTokenVariable) {
+    return errors.Error(field, absl::StrCat(kWorkerTokenVariable,
+                                            " is the worker's credential and "
+                                            "is never passed to tools"));
+  }
+  return absl::OkStatus();
+}
+
+// executor.limits: an object of positive integers, known names only.
+absl::StatusOr<ExecLimits> ParseLimits(const Json& limits,
+                                       const EntryErrors& errors) {
+  if (!limits.is_object()) {
+    return errors.Error("executor.limits", "must be an object");
+  }
+  ExecLimits parsed;
+  const std::pair<std::string_view, uint64_t*> fields[] = {
+      {"cpu_seconds", &parsed.cpu_seconds},
+      {"memory_bytes", &parsed.memory_bytes},
+      {"open_files", &parsed.open_files},
+      {"processes", &parsed.processes},
+      {"file_size_bytes", &parsed.file_size_bytes},
+  };
+  for (auto it = limits.begin(); it != limits.end(); ++it) {
+    uint64_t* target = nullptr;
+    for (const auto& [name, field] : fields) {
+      if (it.key() == name) target = field;
+    }
+    const std::string field = absl::StrCat("executor.limits.", it.key());
+    if (target == nullptr) {
+      return errors.Error(field,
+                          "unknown limit; expected cpu_seconds, memory_bytes, "
+                          "open_files, processes or file_size_bytes");
+    }
+    // Unsigned JSON integers beyond int64 are refused too: no rlimit needs
+    // them, and RLIM_INFINITY must not be spelt by accident.
+    if (!it->is_number_integer() || it->get<int64_t>() <= 0) {
+      return errors.Error(field, "must be a positive integer");
+    }
+    *target = static_cast<uint64_t>(it->get<int64_t>());
+  }
+  return parsed;
 }
 
 absl::StatusOr<absl::Duration> ParseTimeout(const Json& executor,
@@ -114,7 +218,10 @@ absl::StatusOr<ExecutorSpec> ParseExecutor(const Json& entry,
 
   if (type == "exec") {
     TOOLMESH_RETURN_IF_ERROR(CheckOnlyFields(
-        executor, {"type", "argv", "timeout_ms", "cwd"}, errors));
+        executor,
+        {"type", "argv", "timeout_ms", "cwd", "env_allow", "env",
+         "work_dir_root", "limits"},
+        errors));
     ExecSpec spec;
     auto argv = executor.find("argv");
     if (argv == executor.end() || !argv->is_array() || argv->empty()) {
@@ -132,6 +239,14 @@ absl::StatusOr<ExecutorSpec> ParseExecutor(const Json& entry,
       if (i == 0 && value.empty()) {
         return errors.Error(field, "the program must not be empty");
       }
+      absl::StatusOr<std::vector<ArgPiece>> pieces = SplitArgTemplate(value);
+      if (!pieces.ok()) {
+        return errors.Error(field, std::string(pieces.status().message()));
+      }
+      if (i == 0 && (pieces->size() != 1 || (*pieces)[0].is_field)) {
+        return errors.Error(field,
+                            "the program must be literal (no {input.FIELD})");
+      }
       spec.argv.push_back(std::move(value));
     }
     TOOLMESH_ASSIGN_OR_RETURN(spec.timeout, ParseTimeout(executor, errors));
@@ -141,6 +256,57 @@ absl::StatusOr<ExecutorSpec> ParseExecutor(const Json& entry,
         return errors.Error("executor.cwd", "must be a non-empty string");
       }
       spec.cwd = cwd->get<std::string>();
+    }
+    auto env_allow = executor.find("env_allow");
+    if (env_allow != executor.end()) {
+      if (!env_allow->is_array()) {
+        return errors.Error("executor.env_allow",
+                            "must be an array of variable names");
+      }
+      spec.env_allow.clear();
+      for (size_t i = 0; i < env_allow->size(); ++i) {
+        const Json& name = (*env_allow)[i];
+        const std::string field = absl::StrCat("executor.env_allow[", i, "]");
+        if (!name.is_string()) return errors.Error(field, "must be a string");
+        TOOLMESH_RETURN_IF_ERROR(
+            CheckEnvName(name.get<std::string>(), field, errors));
+        spec.env_allow.push_back(name.get<std::string>());
+      }
+    }
+    auto env = executor.find("env");
+    if (env != executor.end()) {
+      if (!env->is_object()) {
+        return errors.Error("executor.env",
+                            "must be an object of NAME: string value");
+      }
+      for (auto var = env->begin(); var != env->end(); ++var) {
+        const std::string field = absl::StrCat("executor.env.", var.key());
+        TOOLMESH_RETURN_IF_ERROR(CheckEnvName(var.key(), field, errors));
+        if (!var->is_string()) return errors.Error(field, "must be a string");
+        std::string value = var->get<std::string>();
+        if (value.find('\0') != std::string::npos) {
+          return errors.Error(field, "must not contain a NUL character");
+        }
+        spec.env.emplace_back(var.key(), std::move(value));
+      }
+    }
+    auto root = executor.find("work_dir_root");
+    if (root != executor.end()) {
+      if (!root->is_string() || !absl::StartsWith(root->get<std::string>(), "/") ||
+          root->get<std::string>().find('\0') != std::string::npos) {
+        return errors.Error("executor.work_dir_root",
+                            "must be an absolute directory path");
+      }
+      if (!spec.cwd.empty()) {
+        return errors.Error("executor.work_dir_root",
+                            "cannot be combined with cwd (cwd runs every "
+                            "call in one fixed directory)");
+      }
+      spec.work_dir_root = root->get<std::string>();
+    }
+    auto limits = executor.find("limits");
+    if (limits != executor.end()) {
+      TOOLMESH_ASSIGN_OR_RETURN(spec.limits, ParseLimits(*limits, errors));
     }
     return spec;
   }
@@ -206,6 +372,47 @@ absl::StatusOr<ToolDefinition> ParseEntry(const Json& entry, size_t index) {
 }
 
 }  // namespace
+
+absl::StatusOr<std::vector<std::string>> ExpandArgv(
+    const std::vector<std::string>& argv, const Json& input) {
+  std::vector<std::string> expanded;
+  expanded.reserve(argv.size());
+  for (const std::string& arg : argv) {
+    absl::StatusOr<std::vector<ArgPiece>> pieces = SplitArgTemplate(arg);
+    if (!pieces.ok()) return pieces.status();
+    std::string out;
+    for (const ArgPiece& piece : *pieces) {
+      if (!piece.is_field) {
+        out += piece.text;
+        continue;
+      }
+      const Json* value = nullptr;
+      if (input.is_object()) {
+        auto it = input.find(piece.text);
+        if (it != input.end()) value = &*it;
+      }
+      if (value == nullptr) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "input.", piece.text, " is missing; the tool's argv needs it"));
+      }
+      if (value->is_string()) {
+        const std::string& text = value->get_ref<const std::string&>();
+        if (text.find('\0') != std::string::npos) {
+          return absl::InvalidArgumentError(
+              absl::StrCat("input.", piece.text,
+                           " contains a NUL character, which argv cannot "
+                           "carry"));
+        }
+        out += text;
+      } else {
+        // Compact JSON escapes control characters, so no NUL can appear.
+        out += common::DumpJson(*value);
+      }
+    }
+    expanded.push_back(std::move(out));
+  }
+  return expanded;
+}
 
 const ToolDefinition* ToolsConfig::Find(std::string_view name) const {
   for (const ToolDefinition& tool : tools) {

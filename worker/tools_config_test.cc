@@ -184,6 +184,30 @@ TEST(ToolsConfigTest, ExecutorProblemsNameTheField) {
       {R"("executor":{"type":"exec","argv":["ls"],"timeout_ms":"10"})", "executor.timeout_ms: must be a positive integer"},
       {R"("executor":{"type":"exec","argv":["ls"],"timout_ms":10})", "executor.timout_ms: unknown field"},
       {R"("executor":{"type":"exec","argv":["ls"],"cwd":""})", "executor.cwd: must be a non-empty string"},
+      {R"("executor":{"type":"exec","argv":["{input.prog}"]})", "executor.argv[0]: the program must be literal"},
+      {R"("executor":{"type":"exec","argv":["ls","{input.}"]})", "executor.argv[1]: malformed reference at offset 0"},
+      {R"("executor":{"type":"exec","argv":["ls","-x={input.a b}"]})", "executor.argv[1]: malformed reference at offset 3"},
+      {R"("executor":{"type":"exec","argv":["ls","{input.a"]})", "executor.argv[1]: malformed reference"},
+      {R"("executor":{"type":"exec","argv":["ls"],"env_allow":"PATH"})", "executor.env_allow: must be an array of variable names"},
+      {R"("executor":{"type":"exec","argv":["ls"],"env_allow":[1]})", "executor.env_allow[0]: must be a string"},
+      {R"("executor":{"type":"exec","argv":["ls"],"env_allow":["PATH","A=B"]})", "executor.env_allow[1]: \"A=B\" is not a valid variable name"},
+      {R"("executor":{"type":"exec","argv":["ls"],"env_allow":["9LIVES"]})", "executor.env_allow[0]: \"9LIVES\" is not a valid variable name"},
+      {R"("executor":{"type":"exec","argv":["ls"],"env_allow":["TOOLMESH_WORKER_TOKEN"]})", "executor.env_allow[0]: TOOLMESH_WORKER_TOKEN is the worker's credential"},
+      {R"("executor":{"type":"exec","argv":["ls"],"env":["A"]})", "executor.env: must be an object of NAME: string value"},
+      {R"("executor":{"type":"exec","argv":["ls"],"env":{"A":1}})", "executor.env.A: must be a string"},
+      {R"("executor":{"type":"exec","argv":["ls"],"env":{"A-B":"x"}})", "executor.env.A-B: \"A-B\" is not a valid variable name"},
+      {R"("executor":{"type":"exec","argv":["ls"],"env":{"A":"x\u0000y"}})", "executor.env.A: must not contain a NUL character"},
+      {R"("executor":{"type":"exec","argv":["ls"],"env":{"TOOLMESH_WORKER_TOKEN":"x"}})", "executor.env.TOOLMESH_WORKER_TOKEN: TOOLMESH_WORKER_TOKEN is the worker's credential"},
+      {R"("executor":{"type":"exec","argv":["ls"],"work_dir_root":"tmp"})", "executor.work_dir_root: must be an absolute directory path"},
+      {R"("executor":{"type":"exec","argv":["ls"],"work_dir_root":7})", "executor.work_dir_root: must be an absolute directory path"},
+      {R"("executor":{"type":"exec","argv":["ls"],"cwd":"/srv","work_dir_root":"/tmp"})", "executor.work_dir_root: cannot be combined with cwd"},
+      {R"("executor":{"type":"exec","argv":["ls"],"limits":5})", "executor.limits: must be an object"},
+      {R"("executor":{"type":"exec","argv":["ls"],"limits":{"cpu":5}})", "executor.limits.cpu: unknown limit; expected cpu_seconds"},
+      {R"("executor":{"type":"exec","argv":["ls"],"limits":{"cpu_seconds":0}})", "executor.limits.cpu_seconds: must be a positive integer"},
+      {R"("executor":{"type":"exec","argv":["ls"],"limits":{"memory_bytes":-1}})", "executor.limits.memory_bytes: must be a positive integer"},
+      {R"("executor":{"type":"exec","argv":["ls"],"limits":{"open_files":2.5}})", "executor.limits.open_files: must be a positive integer"},
+      {R"("executor":{"type":"exec","argv":["ls"],"limits":{"processes":"8"}})", "executor.limits.processes: must be a positive integer"},
+      {R"("executor":{"type":"exec","argv":["ls"],"limits":{"file_size_bytes":18446744073709551615}})", "executor.limits.file_size_bytes: must be a positive integer"},
       {R"("executor":{"type":"http"})", "executor.url: must be an http:// or https:// URL"},
       {R"("executor":{"type":"http","url":"ftp://x/y"})", "executor.url: must be an http:// or https:// URL"},
       {R"("executor":{"type":"http","url":"https://"})", "executor.url: must be an http:// or https:// URL"},
@@ -197,6 +221,86 @@ TEST(ToolsConfigTest, ExecutorProblemsNameTheField) {
                 StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr(c.message)))
         << entry;
   }
+}
+
+TEST(ToolsConfigTest, ExecSafetyFieldsAreParsed) {
+  absl::StatusOr<ToolsConfig> config = ParseToolsConfig(One(R"(
+    {"name": "t", "input_schema": {"type": "object"},
+     "executor": {"type": "exec",
+                  "argv": ["python3", "w.py", "--city={input.city}", "{x}"],
+                  "env_allow": ["PATH", "TZ"],
+                  "env": {"MODE": "safe", "LANG": "C.UTF-8"},
+                  "work_dir_root": "/var/tmp/toolmesh",
+                  "limits": {"cpu_seconds": 10, "memory_bytes": 536870912,
+                             "open_files": 64, "processes": 32,
+                             "file_size_bytes": 1048576}}})"));
+  ASSERT_TRUE(config.ok()) << config.status();
+  const auto& exec = std::get<ExecSpec>(config->tools[0].executor);
+  EXPECT_THAT(exec.argv, ::testing::ElementsAre("python3", "w.py",
+                                                "--city={input.city}", "{x}"));
+  EXPECT_THAT(exec.env_allow, ::testing::ElementsAre("PATH", "TZ"));
+  EXPECT_THAT(exec.env,
+              ::testing::ElementsAre(::testing::Pair("MODE", "safe"),
+                                     ::testing::Pair("LANG", "C.UTF-8")));
+  EXPECT_EQ(exec.work_dir_root, "/var/tmp/toolmesh");
+  EXPECT_EQ(exec.limits.cpu_seconds, 10u);
+  EXPECT_EQ(exec.limits.memory_bytes, 536870912u);
+  EXPECT_EQ(exec.limits.open_files, 64u);
+  EXPECT_EQ(exec.limits.processes, 32u);
+  EXPECT_EQ(exec.limits.file_size_bytes, 1048576u);
+}
+
+TEST(ToolsConfigTest, ExecSafetyDefaults) {
+  absl::StatusOr<ToolsConfig> config = ParseToolsConfig(One(
+      R"({"name":"t","input_schema":{"type":"object"},"executor":{"type":"exec","argv":["ls"]}})"));
+  ASSERT_TRUE(config.ok()) << config.status();
+  const auto& exec = std::get<ExecSpec>(config->tools[0].executor);
+  EXPECT_THAT(exec.env_allow, ::testing::ElementsAre("PATH", "HOME", "LANG"));
+  EXPECT_TRUE(exec.env.empty());
+  EXPECT_EQ(exec.work_dir_root, "");
+  EXPECT_EQ(exec.cwd, "");
+  EXPECT_FALSE(exec.limits.any());
+}
+
+TEST(ExpandArgvTest, ReferencesAreReplacedAndEverythingElseIsLiteral) {
+  const std::vector<std::string> argv = {
+      "tool", "{input.s}", "--n={input.n}", "{input.o}", "{input.b}",
+      "{input.z}", "{not.input}", "{input.s}{input.s}", "{input.echo}"};
+  absl::StatusOr<std::vector<std::string>> out = ExpandArgv(
+      argv, common::Json::parse(
+                R"json({"s":"a b;$(c)","n":-2.5,"o":{"k":[1,null]},"b":false,
+                        "z":null,"echo":"{input.s}"})json"));
+  ASSERT_TRUE(out.ok()) << out.status();
+  EXPECT_THAT(*out, ::testing::ElementsAre(
+                        "tool", "a b;$(c)", "--n=-2.5", R"({"k":[1,null]})",
+                        "false", "null", "{not.input}", "a b;$(c)a b;$(c)",
+                        "{input.s}"));
+}
+
+TEST(ExpandArgvTest, MissingFieldIsNamed) {
+  EXPECT_THAT(ExpandArgv({"tool", "--city={input.city}"},
+                         common::Json::parse(R"({"town":"x"})")),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       "input.city is missing; the tool's argv needs it"));
+  EXPECT_THAT(ExpandArgv({"tool", "{input.city}"}, common::Json::array()),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       HasSubstr("input.city is missing")));
+}
+
+TEST(ExpandArgvTest, NulInAStringIsRejected) {
+  common::Json input = common::Json::object();
+  input["p"] = std::string("a\0b", 3);
+  EXPECT_THAT(ExpandArgv({"tool", "{input.p}"}, input),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       HasSubstr("input.p contains a NUL character")));
+}
+
+TEST(ExpandArgvTest, ArgvWithoutReferencesIsUnchanged) {
+  const std::vector<std::string> argv = {"python3", "-c", "print({1: 2})", ""};
+  absl::StatusOr<std::vector<std::string>> out =
+      ExpandArgv(argv, common::Json::object());
+  ASSERT_TRUE(out.ok()) << out.status();
+  EXPECT_EQ(*out, argv);
 }
 
 TEST(ToolsConfigTest, ErrorInLaterEntryNamesItsIndex) {
