@@ -32,6 +32,8 @@
 // re-entrant call.
 #include "orchestrator/engine/dispatcher.h"
 
+#include "orchestrator/engine/histogram.h"
+
 #include <algorithm>
 #include <cstddef>
 #include <deque>
@@ -111,6 +113,9 @@ struct Dispatcher::Impl {
   struct Call {
     CallSpec spec;
     Phase phase = Phase::kQueued;
+    // For the dispatch latency and tool duration histograms.
+    absl::Time enqueued_at;
+    absl::Time assigned_at;
     std::uint64_t generation = 0;
     // kQueued.
     common::TimerHandle schedule_timer;
@@ -320,6 +325,8 @@ struct Dispatcher::Impl {
     call.deadline_from_task =
         call.spec.deadline < now + options.start_to_close_timeout;
     call.lease_expiry = now + options.lease_duration;
+    call.assigned_at = now;
+    dispatch_latency.Observe(now - call.enqueued_at);
     worker.assigned.insert(key);
     --queued;
     ++running;
@@ -551,6 +558,7 @@ struct Dispatcher::Impl {
     }
     Outbox out;
     CallRef ref = it->second.spec.ref;
+    tool_duration.Observe(clock.Now() - it->second.assigned_at);
     auto freed = Untrack(it);
     out.push_back([this, ref = std::move(ref), content = std::move(content),
                    is_error]() mutable {
@@ -678,6 +686,9 @@ struct Dispatcher::Impl {
   int queued = 0;
   int running = 0;
   std::int64_t ignored_results = 0;
+  // From enqueue to assignment, and from assignment to the worker's result.
+  Histogram dispatch_latency;
+  Histogram tool_duration;
 };
 
 Dispatcher::Dispatcher(DispatcherOptions options, common::Clock& clock,
@@ -707,11 +718,12 @@ void Dispatcher::Enqueue(CallSpec call) {
   Impl::Call& tracked = d.calls[key];
   tracked.spec = std::move(call);
   tracked.phase = Impl::Phase::kQueued;
+  tracked.enqueued_at = d.clock.Now();
   tracked.generation = ++d.next_generation;
   d.PushToQueue(tracked.spec);
-  tracked.schedule_timer =
-      d.Schedule(d.options.schedule_to_start_timeout, key, tracked.generation,
-                 &Impl::OnScheduleToStartTimer);
+  tracked.schedule_timer = d.Schedule(
+      d.options.schedule_to_start_timeout + tracked.spec.schedule_grace, key,
+      tracked.generation, &Impl::OnScheduleToStartTimer);
   d.PumpTool(tool, out);
   d.PumpWorker(freed, out);
   Impl::Flush(out);
@@ -899,6 +911,45 @@ v1::OrchestratorMessage RejectedFor(const absl::Status& status,
     rejected.add_supported_protocol_versions(version);
   }
   return message;
+}
+
+void Dispatcher::AppendMetrics(std::string& out) const {
+  const Impl& d = *impl_;
+  absl::StrAppend(&out,
+                  "# HELP toolmesh_tool_queue_depth Client tool calls waiting "
+                  "for a worker, by tool.\n# TYPE toolmesh_tool_queue_depth "
+                  "gauge\n");
+  std::map<std::string, std::size_t> depth;
+  for (const auto& [tool, queue] : d.queues) {
+    std::size_t n = 0;
+    for (const auto& [task, ids] : queue.by_task) n += ids.size();
+    depth[tool] = n;
+  }
+  for (const auto& [tool, n] : depth) {
+    absl::StrAppend(&out, "toolmesh_tool_queue_depth{tool=\"", tool, "\"} ",
+                    n, "\n");
+  }
+  std::int64_t free_slots = 0;
+  std::int64_t slots = 0;
+  for (const auto& [session, worker] : d.workers) {
+    slots += worker.slots;
+    if (!worker.draining) free_slots += std::max<std::int64_t>(0, worker.FreeSlots());
+  }
+  absl::StrAppend(&out,
+                  "# HELP toolmesh_worker_slots Slots of the connected "
+                  "workers.\n# TYPE toolmesh_worker_slots gauge\n"
+                  "toolmesh_worker_slots ",
+                  slots,
+                  "\n# HELP toolmesh_worker_free_slots Slots free for new "
+                  "calls (draining workers count none).\n# TYPE "
+                  "toolmesh_worker_free_slots gauge\ntoolmesh_worker_free_slots ",
+                  free_slots, "\n");
+  d.dispatch_latency.AppendTo(
+      out, "toolmesh_dispatch_latency_seconds",
+      "Time from a client tool call being queued to its assignment.");
+  d.tool_duration.AppendTo(
+      out, "toolmesh_tool_duration_seconds",
+      "Time from assignment to the worker's result.");
 }
 
 }  // namespace toolmesh::orchestrator

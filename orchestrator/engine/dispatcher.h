@@ -105,6 +105,9 @@ struct CallSpec {
   // The task's deadline; the assignment's deadline is the earlier of this
   // and assignment time + start_to_close_timeout.
   absl::Time deadline = absl::InfiniteFuture();
+  // Added to schedule_to_start_timeout for this call: calls re-queued when
+  // the orchestrator restarts wait for the workers to reconnect first.
+  absl::Duration schedule_grace = absl::ZeroDuration();
 };
 
 class Dispatcher {
@@ -163,6 +166,9 @@ class Dispatcher {
   int connected_workers() const;
   // Results ignored as stale (other attempt) or unknown.
   std::int64_t ignored_results() const;
+  // Prometheus text: queue depth per tool, worker slots and free slots, and
+  // the dispatch latency and tool duration histograms.
+  void AppendMetrics(std::string& out) const;
 
  private:
   struct Impl;

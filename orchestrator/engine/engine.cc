@@ -16,6 +16,8 @@
 #include "common/request_validator.h"
 #include "google/protobuf/util/message_differencer.h"
 #include "google/protobuf/util/time_util.h"
+#include "orchestrator/engine/histogram.h"
+#include "orchestrator/engine/log.h"
 #include "orchestrator/engine/task_runner.h"
 #include "orchestrator/grpc/status_conversion.h"
 #include "orchestrator/store/store.h"
@@ -130,6 +132,7 @@ class Engine::State final : public RunnerEnv, public DispatchListener {
         break;
     }
   }
+  void OnModelBytes(std::int64_t bytes) override { model_bytes_ += bytes; }
   void OnRequestRepaired(TaskRunner& /*runner*/,
                          const std::string& /*detail*/) override {
     ++requests_repaired_;
@@ -216,8 +219,8 @@ class Engine::State final : public RunnerEnv, public DispatchListener {
     absl::StatusOr<common::RetryPolicy> policy =
         common::RetryPolicy::Create(options, random);
     if (policy.ok()) return *std::move(policy);
-    std::cerr << "toolmesh-orchestrator: invalid retry options ("
-              << policy.status().message() << "); using the SDK defaults\n";
+    Log(LogLevel::kWarn, "invalid retry options; using the SDK defaults",
+        {{"error", std::string(policy.status().message())}});
     return common::RetryPolicy(random);
   }
 
@@ -226,8 +229,8 @@ class Engine::State final : public RunnerEnv, public DispatchListener {
   TaskRecord RecordOf(const TaskRunner& runner) const;
   void LogStoreError(const std::string& what, const absl::Status& status) {
     ++store_errors_;
-    std::cerr << "toolmesh-orchestrator: store: " << what << ": "
-              << status.ToString() << "\n";
+    Log(LogLevel::kError, "store operation failed",
+        {{"operation", what}, {"error", status.ToString()}});
   }
 
   Engine& engine_;
@@ -254,6 +257,8 @@ class Engine::State final : public RunnerEnv, public DispatchListener {
   std::int64_t commits_ = 0;
   std::int64_t recovered_ = 0;
   absl::Duration commit_time_ = absl::ZeroDuration();
+  Histogram commit_latency_;
+  std::int64_t model_bytes_ = 0;
   absl::flat_hash_map<int, std::int64_t> finished_by_state_;
   std::int64_t turns_started_ = 0;
   std::int64_t text_bytes_ = 0;
@@ -632,6 +637,27 @@ std::string Engine::State::MetricsText() {
   gauge("toolmesh_tool_results_ignored_total",
         "Worker results ignored as stale or unknown.", "counter",
         static_cast<double>(dispatcher_.ignored_results()));
+  dispatcher_.AppendMetrics(out);
+  absl::StrAppend(&out,
+                  "# HELP toolmesh_tasks Tasks held by this orchestrator, by "
+                  "state.\n# TYPE toolmesh_tasks gauge\n");
+  std::map<std::string, int> by_state;
+  for (v1::TaskState s : {v1::TASK_STATE_QUEUED, v1::TASK_STATE_RUNNING,
+                          v1::TASK_STATE_CANCELLING, v1::TASK_STATE_COMPLETED,
+                          v1::TASK_STATE_FAILED, v1::TASK_STATE_CANCELLED}) {
+    by_state[std::string(TaskStateLabel(s))] = 0;
+  }
+  for (const auto& [id, runner] : tasks_) {
+    ++by_state[std::string(TaskStateLabel(runner->state()))];
+  }
+  for (const auto& [state, n] : by_state) {
+    absl::StrAppend(&out, "toolmesh_tasks{state=\"", state, "\"} ", n, "\n");
+  }
+  gauge("toolmesh_model_stream_bytes_total",
+        "Response bytes received from the Messages API.", "counter",
+        static_cast<double>(model_bytes_));
+  commit_latency_.AppendTo(out, "toolmesh_store_commit_seconds",
+                           "Duration of one store transaction.");
   return out;
 }
 
@@ -753,7 +779,9 @@ void Engine::State::Flush() {
   }
   const absl::Time start = absl::Now();
   absl::Status committed = store_.Commit(batch);
-  commit_time_ += absl::Now() - start;
+  const absl::Duration took = absl::Now() - start;
+  commit_time_ += took;
+  commit_latency_.Observe(took);
   if (!committed.ok()) {
     LogStoreError("commit", committed);
     if (!retry_flush_scheduled_) {
@@ -803,8 +831,8 @@ void Engine::State::Recover() {
     ++recovered_;
   }
   if (recovered_ > 0) {
-    std::cerr << "toolmesh-orchestrator: recovered " << recovered_
-              << " unfinished tasks\n";
+    Log(LogLevel::kInfo, "recovered unfinished tasks",
+        {{"count", std::to_string(recovered_)}});
   }
   for (const TaskRecord& record : *records) {
     auto it = tasks_.find(record.task_id);
@@ -1053,9 +1081,10 @@ void Engine::WorkerHello(WorkerSessionId session,
       return;
     }
     state_->sessions_[session] = std::move(link);
-    std::cerr << "toolmesh-orchestrator: worker " << hello.worker_id()
-              << " connected (" << hello.tools_size() << " tools, "
-              << hello.slots() << " slots)\n";
+    Log(LogLevel::kInfo, "worker connected",
+        {{"worker_id", hello.worker_id()},
+         {"tools", std::to_string(hello.tools_size())},
+         {"slots", std::to_string(hello.slots())}});
   });
 }
 
@@ -1070,6 +1099,9 @@ void Engine::WorkerMessage(WorkerSessionId session,
 void Engine::WorkerGone(WorkerSessionId session, absl::Status status) {
   Post([this, session, status = std::move(status)] {
     if (state_->sessions_.erase(session) == 0) return;
+    Log(LogLevel::kInfo, "worker stream ended",
+        {{"session", std::to_string(session)},
+         {"status", status.ToString()}});
     state_->dispatcher().RemoveWorker(
         session, status.ok() ? std::string("the worker disconnected")
                              : absl::StrCat("the worker's stream ended: ",

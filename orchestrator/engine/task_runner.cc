@@ -5,11 +5,14 @@
 #include <iostream>
 #include <utility>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/strip.h"
 #include "common/conversation_repair.h"
 #include "common/messages.h"
 #include "common/request_validator.h"
 #include "google/protobuf/util/time_util.h"
+#include "orchestrator/engine/log.h"
 
 namespace toolmesh::orchestrator {
 namespace {
@@ -111,9 +114,7 @@ bool IsDeltaEvent(const v1::TaskEvent& event) {
   return event.has_text_delta() || event.has_thinking_delta();
 }
 
-void LogLine(std::string_view task_id, std::string_view text) {
-  std::cerr << "toolmesh-orchestrator: " << task_id << ": " << text << "\n";
-}
+
 
 }  // namespace
 
@@ -288,7 +289,10 @@ void TaskRunner::SendAttempt() {
     common::RepairResult repaired = common::Repair(body);
     std::string detail = absl::StrCat("turn ", turn_, ": request violated ",
                                       violations.front().message);
-    LogLine(task_id_, detail);
+    Log(LogLevel::kError, "request failed validation; repaired before sending",
+        {{"task_id", task_id_},
+         {"turn", std::to_string(turn_)},
+         {"violation", violations.front().message}});
     env_.OnRequestRepaired(*this, detail);
     if (!repaired.status.ok()) {
       FailTask("internal_error",
@@ -339,6 +343,7 @@ void TaskRunner::OnAttemptDone(std::uint64_t token,
                                model::AttemptOutcome outcome) {
   if (token != attempt_token_ || phase_ != Phase::kStreaming) return;
   stream_id_.reset();
+  env_.OnModelBytes(outcome.transport.bytes_received);
   // The handler (and its accumulator) stays alive until this returns: the
   // Forwarder holds a reference while it reports.
   std::shared_ptr<model::AttemptStreamHandler> handler = std::move(handler_);
@@ -524,6 +529,12 @@ void TaskRunner::HandleFailedAttempt(const model::AttemptOutcome& outcome) {
   retrying->set_http_status(failure.http_status);
   Emit(std::move(event));
 
+  Log(LogLevel::kInfo, "model stream failed; retrying the turn",
+      {{"task_id", task_id_},
+       {"turn", std::to_string(turn_)},
+       {"attempt", std::to_string(attempt_)},
+       {"reason", reason},
+       {"delay_ms", std::to_string(absl::ToInt64Milliseconds(decision.delay))}});
   phase_ = Phase::kBackoff;
   std::uint64_t token = ++attempt_token_;
   std::weak_ptr<TaskRunner> weak = weak_from_this();
@@ -596,7 +607,8 @@ void TaskRunner::Complete(const std::string& stop_reason) {
 void TaskRunner::FailTask(std::string type, std::string message,
                           int http_status) {
   if (terminal()) return;
-  LogLine(task_id_, absl::StrCat("failed: ", type, ": ", message));
+  Log(LogLevel::kWarn, "task failed",
+      {{"task_id", task_id_}, {"type", type}, {"error", message}});
   v1::TaskError error;
   error.set_type(std::move(type));
   error.set_message(std::move(message));
@@ -745,6 +757,21 @@ void TaskRunner::FlushTransitions() {
           tool->set_result_json(common::DumpJson(*entry->result));
         }
       }
+      if (t.to == ToolState::kError && t.reason.has_value()) {
+        Log(LogLevel::kInfo, "tool call ended with an error",
+            {{"task_id", task_id_},
+             {"tool_use_id", t.id.value()},
+             {"tool", t.name},
+             {"reason", std::string(common::ErrorReasonName(*t.reason))},
+             {"detail", t.message}});
+      } else if (t.from == ToolState::kRunning &&
+                 t.to == ToolState::kPending) {
+        Log(LogLevel::kInfo, "tool call delivery lost; delivering again",
+            {{"task_id", task_id_},
+             {"tool_use_id", t.id.value()},
+             {"attempt", std::to_string(t.attempt)},
+             {"detail", t.message}});
+      }
       Emit(std::move(event));
     }
   }
@@ -770,7 +797,8 @@ void TaskRunner::EmitInputKnown(const common::ToolEntry& entry) {
   Emit(std::move(event));
 }
 
-void TaskRunner::EnqueueCall(const ToolUseId& id) {
+void TaskRunner::EnqueueCall(const ToolUseId& id,
+                             absl::Duration schedule_grace) {
   const common::ToolEntry* entry = ledger_.Get(id);
   if (entry == nullptr || !entry->input.has_value() ||
       IsTerminal(entry->state)) {
@@ -784,6 +812,7 @@ void TaskRunner::EnqueueCall(const ToolUseId& id) {
   call.name = entry->name;
   call.input_json = common::DumpJson(*entry->input);
   call.deadline = deadline_;
+  call.schedule_grace = schedule_grace;
   env_.dispatcher().Enqueue(std::move(call));
 }
 
@@ -870,7 +899,11 @@ void TaskRunner::Emit(v1::TaskEvent event) {
   *event.mutable_time() = ToTimestamp(env_.clock().Now());
   events_.push_back(std::move(event));
   const v1::TaskEvent& stored = events_.back();
-  if (!IsDeltaEvent(stored)) snapshot_dirty_ = true;
+  // Tool transitions and deltas are replayed from the event log at
+  // recovery (see Restore); everything else is in the snapshot.
+  if (!IsDeltaEvent(stored) && !stored.has_tool_transition()) {
+    snapshot_dirty_ = true;
+  }
   env_.OnEvent(stored);
   // Watchers get it once it is durable (Published()).
   env_.Touched(*this);
@@ -1068,6 +1101,7 @@ Json TaskRunner::Snapshot() const {
              {"http_status", error_->http_status()}};
   }
   return Json{{"v", 1},
+              {"seq", events_.size()},
               {"request_fields", request_fields_},
               {"conversation", conversation_.messages()},
               {"created_ns", absl::ToUnixNanos(created_at_)},
@@ -1164,11 +1198,101 @@ absl::StatusOr<std::shared_ptr<TaskRunner>> TaskRunner::Restore(
           absl::StrCat("task ", task_id, ": ", restored.message()));
     }
   }
+  // Tool transitions after the snapshot live only in the event log.
+  const std::uint64_t snapshot_seq = snap.value("seq", std::uint64_t{0});
+  if (snapshot_seq > events.size()) {
+    return absl::DataLossError(absl::StrCat(
+        "task ", task_id, ": the snapshot is newer than the event log"));
+  }
+  for (std::size_t i = snapshot_seq; i < events.size(); ++i) {
+    if (!events[i].has_tool_transition()) continue;
+    if (absl::Status applied = r.ReplayToolTransition(
+            events[i].tool_transition());
+        !applied.ok()) {
+      return absl::DataLossError(
+          absl::StrCat("task ", task_id, ": event ", i + 1, ": ",
+                       applied.message()));
+    }
+  }
   r.events_ = std::move(events);
   r.stored_seq_ = r.events_.size();
   r.published_seq_ = r.events_.size();
   r.snapshot_dirty_ = false;
   return runner;
+}
+
+absl::Status TaskRunner::ReplayToolTransition(const v1::ToolTransition& t) {
+  const ToolUseId id(t.tool_use_id());
+  const common::ToolEntry* existing = ledger_.Get(id);
+  common::ToolEntry entry;
+  if (existing != nullptr) {
+    entry = *existing;
+  } else {
+    // Announced after the snapshot: in the attempt that was streaming.
+    entry.id = id;
+    entry.name = t.name();
+    entry.kind = t.kind() == v1::TOOL_KIND_SERVER ? ToolKind::kServer
+                                                  : ToolKind::kClient;
+    entry.step = step_ < 0 ? 0 : step_;
+    tool_meta_[id] = {t.block_type(), t.turn()};
+  }
+  switch (t.state()) {
+    case v1::TOOL_CALL_STATE_RUNNING:
+      entry.state = ToolState::kRunning;
+      break;
+    case v1::TOOL_CALL_STATE_DONE:
+      entry.state = ToolState::kDone;
+      break;
+    case v1::TOOL_CALL_STATE_ERROR:
+      entry.state = ToolState::kError;
+      break;
+    default:
+      entry.state = ToolState::kPending;
+      break;
+  }
+  if (entry.kind == ToolKind::kClient && t.attempt() > 0) {
+    if (static_cast<int>(t.attempt()) > entry.attempt &&
+        existing != nullptr && existing->state == ToolState::kRunning) {
+      // A RUNNING -> PENDING with a new attempt is a lost delivery.
+      ++entry.lost_deliveries;
+    }
+    entry.attempt = static_cast<int>(t.attempt());
+  }
+  if (!t.input_json().empty()) {
+    absl::StatusOr<Json> input = common::ParseJson(t.input_json());
+    if (input.ok() && input->is_object()) entry.input = *std::move(input);
+  }
+  entry.reason.reset();
+  if (entry.state == ToolState::kError) {
+    absl::StatusOr<ErrorReason> reason = common::ParseErrorReason(
+        absl::AsciiStrToLower(absl::StripPrefix(
+            v1::ToolErrorReason_Name(t.reason()), "TOOL_ERROR_REASON_")));
+    if (!reason.ok()) return absl::DataLossError("unknown tool error reason");
+    entry.reason = *reason;
+    if (*reason == ErrorReason::kInvalidInput && !entry.input.has_value()) {
+      entry.input_invalid = true;
+      entry.input_error = t.message();
+    }
+  }
+  if (common::IsTerminal(entry.state)) entry.message = t.message();
+  if (!t.result_json().empty()) {
+    absl::StatusOr<Json> result = common::ParseJson(t.result_json());
+    if (result.ok()) {
+      if (entry.kind == ToolKind::kServer) {
+        entry.result = *result;
+        entry.result_is_error = entry.state == ToolState::kError;
+        entry.result_step = entry.step;
+      } else if (entry.state == ToolState::kDone ||
+                 entry.reason == ErrorReason::kToolFailed) {
+        if (auto content = result->find("content"); content != result->end()) {
+          entry.result = *content;
+        }
+        entry.result_is_error = result->value("is_error", false);
+      }
+    }
+  }
+  if (!t.worker_id().empty()) workers_[id] = t.worker_id();
+  return ledger_.Replace(std::move(entry));
 }
 
 void TaskRunner::Resume() {
@@ -1209,7 +1333,7 @@ void TaskRunner::Resume() {
     for (const common::ToolEntry& entry : ledger_.entries()) {
       if (entry.kind == ToolKind::kClient && !IsTerminal(entry.state) &&
           entry.input.has_value()) {
-        EnqueueCall(entry.id);
+        EnqueueCall(entry.id, kRecoveryScheduleGrace);
       }
     }
     MaybeSendToolResults();

@@ -105,6 +105,8 @@ class RunnerEnv {
   // The runner recorded events or changed state: the engine stores it at
   // the end of this engine iteration and then calls Published().
   virtual void Touched(TaskRunner& runner) = 0;
+  // Response bytes of one finished model stream.
+  virtual void OnModelBytes(std::int64_t bytes) = 0;
   // A request failed our own validation and was repaired before sending.
   virtual void OnRequestRepaired(TaskRunner& runner,
                                  const std::string& detail) = 0;
@@ -124,6 +126,10 @@ struct PreparedTask {
   std::uint32_t max_turns = 32;
   int max_tool_attempts = 3;
 };
+
+// How long calls re-queued by a restart may wait for workers to reconnect
+// on top of the schedule-to-start timeout.
+inline constexpr absl::Duration kRecoveryScheduleGrace = absl::Seconds(15);
 
 class TaskRunner : public std::enable_shared_from_this<TaskRunner>,
                    private common::StreamObserver {
@@ -228,7 +234,8 @@ class TaskRunner : public std::enable_shared_from_this<TaskRunner>,
   // Ledger and dispatcher glue.
   void OnLedgerTransition(const common::ToolTransition& transition);
   void FlushTransitions();
-  void EnqueueCall(const common::ToolUseId& id);
+  void EnqueueCall(const common::ToolUseId& id,
+                   absl::Duration schedule_grace = absl::ZeroDuration());
   void EmitInputKnown(const common::ToolEntry& entry);
 
   // True while `token` names the attempt that is streaming now.
@@ -294,6 +301,8 @@ class TaskRunner : public std::enable_shared_from_this<TaskRunner>,
 
   // Delivers published events to the subscribers.
   void Deliver();
+  // Recovery: applies one stored tool transition to the restored ledger.
+  absl::Status ReplayToolTransition(const v1::ToolTransition& transition);
 };
 
 // Adds the numeric fields of `usage` into `total` (nested objects such as
