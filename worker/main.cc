@@ -22,6 +22,7 @@
 #include "absl/time/clock.h"
 #include "common/random.h"
 #include "orchestrator/engine/real_clock.h"
+#include "orchestrator/grpc/transport_security.h"
 #include "worker/tools_config.h"
 #include "worker/worker_client.h"
 #include "worker/worker_flags.h"
@@ -82,9 +83,22 @@ int main(int argc, char** argv) {
   options.orchestrator_address = flags->orchestrator;
   options.worker_id = flags->id;
   options.slots = flags->concurrency;
-  if (const char* token = std::getenv("TOOLMESH_WORKER_TOKEN")) {
-    options.token = token;
+  options.max_result_bytes = flags->max_result_bytes;
+  absl::StatusOr<std::string> token = toolmesh::worker::ResolveWorkerToken(
+      *flags, [](const char* name) { return std::getenv(name); });
+  if (!token.ok()) {
+    LogLine(std::string(token.status().message()));
+    return 2;
   }
+  options.token = *std::move(token);
+  absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> credentials =
+      toolmesh::orchestrator::MakeChannelCredentials(flags->tls);
+  if (!credentials.ok()) {
+    LogLine(std::string(credentials.status().message()));
+    return 2;
+  }
+  options.credentials = *std::move(credentials);
+  options.max_message_bytes = flags->max_message_bytes;
   options.log = LogLine;
   const std::string connected_line = absl::StrCat(
       "worker ", flags->id, " connected to ", flags->orchestrator);

@@ -61,12 +61,15 @@ std::string StatusLine(const absl::Status& status) {
 }  // namespace
 
 std::unique_ptr<Executor> MakeExecutor(const ExecutorSpec& spec,
-                                       common::Clock& clock) {
+                                       common::Clock& clock,
+                                       size_t max_result_bytes) {
   if (const auto* builtin = std::get_if<BuiltinSpec>(&spec)) {
     return std::make_unique<BuiltinExecutor>(*builtin, clock);
   }
   if (const auto* exec = std::get_if<ExecSpec>(&spec)) {
-    return std::make_unique<ExecExecutor>(*exec);
+    ExecOptions exec_options;
+    exec_options.max_stdout_bytes = max_result_bytes;
+    return std::make_unique<ExecExecutor>(*exec, exec_options);
   }
   return std::make_unique<HttpExecutor>(std::get<HttpSpec>(spec));
 }
@@ -218,6 +221,13 @@ absl::StatusOr<std::unique_ptr<WorkerClient>> WorkerClient::Create(
     return absl::InvalidArgumentError(
         absl::StrCat("slots must be positive, got ", options.slots));
   }
+  if (options.max_message_bytes < 1) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "max_message_bytes must be positive, got ", options.max_message_bytes));
+  }
+  if (options.max_result_bytes == 0) {
+    return absl::InvalidArgumentError("max_result_bytes must be positive");
+  }
   absl::StatusOr<common::ExponentialBackoff> backoff =
       common::ExponentialBackoff::Create(options.reconnect_backoff, random);
   if (!backoff.ok()) return backoff.status();
@@ -235,7 +245,8 @@ WorkerClient::WorkerClient(WorkerClientOptions options, ToolsConfig tools,
       backoff_(std::move(backoff)),
       heartbeat_interval_(options_.default_heartbeat_interval) {
   for (const ToolDefinition& tool : tools_.tools) {
-    executors_[tool.name] = MakeExecutor(tool.executor, clock_);
+    executors_[tool.name] =
+        MakeExecutor(tool.executor, clock_, options_.max_result_bytes);
   }
   // gRPC's own reconnect backoff (1 s growing to 120 s by default) would
   // make our attempts fail fast long after the orchestrator is back; keep
@@ -246,10 +257,16 @@ WorkerClient::WorkerClient(WorkerClientOptions options, ToolsConfig tools,
   const int max_ms = static_cast<int>(
       absl::ToInt64Milliseconds(options_.reconnect_backoff.max_delay));
   args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, std::max(min_ms, 1));
-  args.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, std::max(min_ms, 1));
+  // GRPC_ARG_MIN_RECONNECT_BACKOFF_MS is left at gRPC's default (20 s): in
+  // gRPC core it is also the minimum connect timeout, and a short one cuts
+  // off handshakes with a busy orchestrator that is just restarting.
   args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, std::max(max_ms, 1));
+  args.SetMaxSendMessageSize(options_.max_message_bytes);
+  args.SetMaxReceiveMessageSize(options_.max_message_bytes);
   stub_ = v1::WorkerService::NewStub(grpc::CreateCustomChannel(
-      options_.orchestrator_address, grpc::InsecureChannelCredentials(),
+      options_.orchestrator_address,
+      options_.credentials != nullptr ? options_.credentials
+                                      : grpc::InsecureChannelCredentials(),
       args));
 }
 
@@ -529,7 +546,10 @@ void WorkerClient::HandleAssignment(uint64_t session,
       result.set_task_id(assignment.task_id());
       result.set_tool_use_id(assignment.tool_use_id());
       result.set_attempt(assignment.attempt());
-      result.set_content_json(common::DumpJson(common::Json(invalid)));
+      result.set_content_json(common::DumpJson(
+          LimitResultSize(ErrorOutcome(OutcomeReason::kInvalidInput, invalid),
+                          options_.max_result_bytes)
+              .content));
       result.set_is_error(true);
       ToProto(absl::ZeroDuration(), result.mutable_duration());
       SendLocked(session, std::move(reply));
@@ -621,6 +641,9 @@ void WorkerClient::OnCallDone(const CallKey& key, uint64_t serial,
                          absl::FormatDuration(outcome.duration)),
             outcome.duration);
       }
+      // Whatever the executor, a result longer than the limit is cut with
+      // a marker and still delivered: the task goes on.
+      outcome = LimitResultSize(std::move(outcome), options_.max_result_bytes);
       v1::WorkerMessage reply;
       v1::ToolResult& result = *reply.mutable_tool_result();
       result.set_task_id(call->task_id);

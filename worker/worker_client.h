@@ -60,6 +60,7 @@
 #include "common/clock.h"
 #include "common/json.h"
 #include "common/random.h"
+#include "grpcpp/security/credentials.h"
 #include "toolmesh/v1/worker_service.grpc.pb.h"
 #include "worker/executor.h"
 #include "worker/tools_config.h"
@@ -70,14 +71,24 @@ namespace toolmesh::worker {
 inline constexpr char kWorkerVersion[] = "toolmesh-worker/0.1";
 
 struct WorkerClientOptions {
-  // HOST:PORT of the orchestrator's gRPC listener (plaintext).
+  // HOST:PORT of the orchestrator's gRPC listener.
   std::string orchestrator_address;
+  // Channel credentials (orchestrator::MakeChannelCredentials); null:
+  // plaintext.
+  std::shared_ptr<grpc::ChannelCredentials> credentials;
+  // Largest gRPC message the channel sends or receives; larger ones fail
+  // the stream with RESOURCE_EXHAUSTED.
+  int max_message_bytes = 4 * 1024 * 1024;
   // Hello.worker_id; must not be empty.
   std::string worker_id;
   // Sent as `authorization: Bearer <token>` when not empty.
   std::string token;
   // Hello.slots: calls run at once; > 0.
   int slots = 4;
+  // The most bytes of a tool result's content; a longer one is truncated
+  // with "[... truncated: N bytes over the M-byte limit]" (LimitResultSize)
+  // and still sent as the result. Also the exec executors' stdout cap. > 0.
+  size_t max_result_bytes = kDefaultMaxResultBytes;
   // Reconnect delays: 0.2 s doubling up to 5 s, jitter in [0.5, 1].
   common::BackoffOptions reconnect_backoff = {
       absl::Milliseconds(200), 2.0, absl::Seconds(5), 0.5, 1.0};
@@ -95,14 +106,17 @@ struct WorkerClientOptions {
 };
 
 // Builds the executor that runs `spec`. `clock` (used by builtin sleep) must
-// outlive the executor.
-std::unique_ptr<Executor> MakeExecutor(const ExecutorSpec& spec,
-                                       common::Clock& clock);
+// outlive the executor. `max_result_bytes` caps an exec tool's stdout.
+std::unique_ptr<Executor> MakeExecutor(
+    const ExecutorSpec& spec, common::Clock& clock,
+    size_t max_result_bytes = kDefaultMaxResultBytes);
 
 class WorkerClient {
  public:
   // Checks the options and builds one executor per tool. Returns
-  // kInvalidArgument for an empty worker_id or address, slots < 1, or bad
+  // kInvalidArgument for an empty worker_id or address, slots < 1,
+  // max_result_bytes == 0,
+  // max_message_bytes < 1, or bad
   // backoff options. `clock` and `random` must outlive the client; the
   // clock times heartbeats, deadlines, backoff and the drain grace.
   static absl::StatusOr<std::unique_ptr<WorkerClient>> Create(

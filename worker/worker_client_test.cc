@@ -298,6 +298,7 @@ class WorkerClientTest : public ::testing::Test {
     options.worker_id = "w1";
     options.token = std::move(token);
     options.slots = slots;
+    options.max_result_bytes = max_result_bytes_;
     options.log = [](const std::string&) {};
     options.on_connected = [this] {
       absl::MutexLock lock(&mu_);
@@ -363,6 +364,7 @@ class WorkerClientTest : public ::testing::Test {
     return pid;
   }
 
+  size_t max_result_bytes_ = kDefaultMaxResultBytes;
   FakeOrchestrator fake_;
   std::unique_ptr<grpc::Server> server_;
   std::string address_;
@@ -454,6 +456,86 @@ TEST_F(WorkerClientTest, FailingToolGivesAnErrorResult) {
   ASSERT_TRUE(result.has_value());
   EXPECT_TRUE(result->tool_result().is_error());
   EXPECT_EQ(Content(*result), Json("disk full"));
+}
+
+TEST_F(WorkerClientTest, ResultOverTheLimitIsTruncatedWithAMarkerAndDelivered) {
+  max_result_bytes_ = 2048;
+  StartClient();
+  ASSERT_TRUE(AwaitConnected());
+  const std::string text(5000, 'q');
+  ASSERT_TRUE(fake_.Send(
+      Assign("toolu_big", "echo", absl::StrCat(R"({"text":")", text, R"("})"))));
+  ASSERT_TRUE(fake_.Send(Assign("toolu_small", "echo", R"({"text":"hi"})")));
+  std::optional<v1::WorkerMessage> big = fake_.AwaitMessage(
+      [](const v1::WorkerMessage& m) { return IsResultFor(m, "toolu_big"); });
+  std::optional<v1::WorkerMessage> small = fake_.AwaitMessage(
+      [](const v1::WorkerMessage& m) { return IsResultFor(m, "toolu_small"); });
+  ASSERT_TRUE(big.has_value() && small.has_value());
+  // echo's result is the input's JSON text: 5011 bytes, 2963 over.
+  EXPECT_FALSE(big->tool_result().is_error());
+  const std::string content = Content(*big).get<std::string>();
+  const std::string marker =
+      "\n[... truncated: 2963 bytes over the 2048-byte limit]";
+  EXPECT_EQ(content.size(), 2048u);
+  EXPECT_EQ(content, absl::StrCat(R"({"text":")",
+                                  std::string(2048 - 9 - marker.size(), 'q'),
+                                  marker));
+  // A result within the limit is untouched.
+  EXPECT_EQ(Content(*small), Json(R"({"text":"hi"})"));
+}
+
+TEST_F(WorkerClientTest, ExecExecutorsCapStdoutAtTheResultLimit) {
+  ExecSpec spec;
+  spec.argv = {"/bin/sh", "-c", "head -c 10000 /dev/zero | tr '\\0' z"};
+  std::unique_ptr<Executor> executor = MakeExecutor(spec, clock_, 4096);
+  absl::Notification done;
+  ToolOutcome outcome;
+  ToolCall call;
+  call.id = common::ToolUseId("toolu_1");
+  call.input = Json::object();
+  executor->Run(call, [&](ToolOutcome o) {
+    outcome = std::move(o);
+    done.Notify();
+  });
+  ASSERT_TRUE(done.WaitForNotificationWithTimeout(kWait));
+  ASSERT_FALSE(outcome.is_error) << outcome.content;
+  const std::string text = outcome.content.get<std::string>();
+  EXPECT_EQ(text.size(), 4096u);
+  EXPECT_THAT(text, ::testing::EndsWith(
+                        "\n[... truncated: 5904 bytes over the 4096-byte "
+                        "limit]"));
+}
+
+TEST(LimitResultSizeTest, StringsAndBlockArraysAreHeldToTheLimit) {
+  ToolOutcome text;
+  text.content = std::string(100, 'a');
+  EXPECT_EQ(LimitResultSize(text, 100).content, text.content);
+  ToolOutcome cut = LimitResultSize(text, 60);
+  EXPECT_EQ(cut.content.get<std::string>(),
+            std::string(11, 'a') +
+                "\n[... truncated: 40 bytes over the 60-byte limit]");
+  EXPECT_FALSE(cut.is_error);
+
+  ToolOutcome blocks;
+  blocks.content = Json::parse(R"([{"type":"text","text":")" +
+                               std::string(200, 'b') + R"("}])");
+  ToolOutcome cut_blocks = LimitResultSize(blocks, 100);
+  ASSERT_TRUE(cut_blocks.content.is_string());
+  EXPECT_EQ(cut_blocks.content.get<std::string>().size(), 100u);
+  EXPECT_THAT(cut_blocks.content.get<std::string>(),
+              ::testing::StartsWith(R"([{"type":"text","text":"bbb)"));
+  EXPECT_THAT(cut_blocks.content.get<std::string>(),
+              HasSubstr("bytes over the 100-byte limit]"));
+
+  // A cut never splits a UTF-8 character: "é" is two bytes.
+  ToolOutcome accents;
+  accents.content = std::string();
+  for (int i = 0; i < 60; ++i) accents.content.get_ref<std::string&>() += "é";
+  std::string limited = LimitResultSize(accents, 70).content.get<std::string>();
+  const size_t newline = limited.find('\n');
+  ASSERT_NE(newline, std::string::npos);
+  EXPECT_EQ(newline % 2, 0u) << limited;
+  EXPECT_LE(limited.size(), 70u);
 }
 
 TEST_F(WorkerClientTest, HeartbeatsListRunningCallsAndFreeSlots) {
@@ -655,6 +737,27 @@ TEST(WorkerFlagsTest, ParsesEveryFlagInBothForms) {
   EXPECT_EQ(flags->concurrency, 8);
   EXPECT_EQ(flags->id, "w9");
   EXPECT_EQ(flags->drain_grace, absl::Milliseconds(1500));
+}
+
+TEST(WorkerFlagsTest, MaxResultBytesIsParsedAndChecked) {
+  absl::StatusOr<WorkerFlags> flags = ParseWorkerFlags(
+      {"--orchestrator=h:1", "--tools=t", "--max-result-bytes", "4096"}, "d");
+  ASSERT_THAT(flags, IsOk());
+  EXPECT_EQ(flags->max_result_bytes, 4096u);
+  absl::StatusOr<WorkerFlags> defaults =
+      ParseWorkerFlags({"--orchestrator=h:1", "--tools=t"}, "d");
+  ASSERT_THAT(defaults, IsOk());
+  EXPECT_EQ(defaults->max_result_bytes, size_t{1} << 20);
+  for (const std::string bad : {"0", "1023", "67108865", "-1", "1MiB"}) {
+    EXPECT_THAT(ParseWorkerFlags({"--orchestrator=h:1", "--tools=t",
+                                  "--max-result-bytes=" + bad},
+                                 "d"),
+                StatusIs(absl::StatusCode::kInvalidArgument,
+                         HasSubstr("--max-result-bytes: expected an integer "
+                                   "from 1024 to 67108864")))
+        << bad;
+  }
+  EXPECT_THAT(WorkerUsage(), HasSubstr("--max-result-bytes N"));
 }
 
 TEST(WorkerFlagsTest, DefaultsApply) {

@@ -18,6 +18,13 @@ Global flags (before or after the command):
                              (default $TOOLMESH_ORCHESTRATOR or 127.0.0.1:7070)
   --token T                  client token, sent as "authorization: Bearer T"
                              (default $TOOLMESH_CLIENT_TOKEN)
+  --token-file F             read the client token from file F
+  --tls-ca F                 connect over TLS, verify the orchestrator
+                             against CA bundle F (default $TOOLMESH_TLS_CA;
+                             none: plaintext)
+  --tls-cert F --tls-key F   client certificate for mutual TLS
+  --max-message-bytes N      largest gRPC message sent or received
+                             (default 4194304)
 
 Tasks (talk to the orchestrator):
   submit (--prompt TEXT | --messages FILE) [FLAGS]

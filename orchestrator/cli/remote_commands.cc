@@ -25,6 +25,7 @@
 #include "grpcpp/grpcpp.h"
 #include "orchestrator/cli/event_json.h"
 #include "orchestrator/cli/offline_commands.h"
+#include "orchestrator/grpc/transport_security.h"
 #include "toolmesh/v1/task_service.grpc.pb.h"
 
 namespace toolmesh::cli {
@@ -66,6 +67,11 @@ struct FlagSpec {
 constexpr FlagSpec kGlobalFlags[] = {
     {"--orchestrator", true, false},
     {"--token", true, false},
+    {"--token-file", true, false},
+    {"--tls-ca", true, false},
+    {"--tls-cert", true, false},
+    {"--tls-key", true, false},
+    {"--max-message-bytes", true, false},
 };
 
 struct ParsedFlags {
@@ -226,12 +232,12 @@ int UsageError(std::string_view verb, const absl::Status& status,
 class Connection {
  public:
   Connection(std::string address, std::string token,
+             const std::shared_ptr<grpc::Channel>& channel,
              const RemoteContext& context)
       : address_(std::move(address)),
         token_(std::move(token)),
         context_(context),
-        client_(v1::TaskService::NewStub(grpc::CreateChannel(
-            address_, grpc::InsecureChannelCredentials()))) {}
+        client_(v1::TaskService::NewStub(channel)) {}
 
   // A context for one unary call: token, deadline, no waiting for the
   // channel to connect.
@@ -282,8 +288,39 @@ absl::StatusOr<std::unique_ptr<Connection>> Connect(
     return absl::InvalidArgumentError(absl::StrCat(
         "flag --orchestrator expects HOST:PORT, got '", address, "'"));
   }
-  return std::make_unique<Connection>(
-      std::move(address), flags.Get("--token", context.token), context);
+  std::string token = context.token;
+  if (flags.Has("--token") && flags.Has("--token-file")) {
+    return absl::InvalidArgumentError(
+        "flags --token and --token-file exclude each other");
+  }
+  if (flags.Has("--token")) {
+    token = flags.Get("--token");
+  } else if (flags.Has("--token-file")) {
+    absl::StatusOr<std::string> from_file =
+        orchestrator::ReadTokenFile(flags.Get("--token-file"));
+    if (!from_file.ok()) return from_file.status();
+    token = *std::move(from_file);
+  }
+  orchestrator::ClientTlsOptions tls;
+  tls.ca_path = flags.Get("--tls-ca", context.tls_ca);
+  tls.cert_path = flags.Get("--tls-cert");
+  tls.key_path = flags.Get("--tls-key");
+  absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> credentials =
+      orchestrator::MakeChannelCredentials(tls);
+  if (!credentials.ok()) return credentials.status();
+  int max_message_bytes = context.max_message_bytes;
+  if (flags.Has("--max-message-bytes")) {
+    absl::StatusOr<int> bytes = orchestrator::ParseMaxMessageBytes(
+        "flag --max-message-bytes", flags.Get("--max-message-bytes"));
+    if (!bytes.ok()) return bytes.status();
+    max_message_bytes = *bytes;
+  }
+  grpc::ChannelArguments args;
+  orchestrator::SetChannelMaxMessageBytes(max_message_bytes, args);
+  std::shared_ptr<grpc::Channel> channel =
+      grpc::CreateCustomChannel(address, *credentials, args);
+  return std::make_unique<Connection>(std::move(address), std::move(token),
+                                      channel, context);
 }
 
 // Prints one line for a failed RPC and returns the exit status. `what`
@@ -1139,6 +1176,10 @@ RemoteContext RemoteContext::FromLookup(
   if (const char* value = getenv("TOOLMESH_CLIENT_TOKEN");
       value != nullptr && *value != '\0') {
     context.token = value;
+  }
+  if (const char* value = getenv("TOOLMESH_TLS_CA");
+      value != nullptr && *value != '\0') {
+    context.tls_ca = value;
   }
   return context;
 }

@@ -12,10 +12,18 @@
 //   toolmesh list [--state S]... [--label k=v]... [--limit N] [--json]
 //   toolmesh workers [--json]
 //
-// Every verb also takes the global flags `--orchestrator HOST:PORT` and
-// `--token T` anywhere among its arguments; their defaults come from the
-// RemoteContext (the environment: TOOLMESH_ORCHESTRATOR,
-// TOOLMESH_CLIENT_TOKEN). A token is sent as `authorization: Bearer T`.
+// Every verb also takes the global flags `--orchestrator HOST:PORT`,
+// `--token T`, `--token-file F` (the token is the file's contents without
+// the trailing line break; not together with --token), `--tls-ca F`
+// (connect over TLS and verify the orchestrator against this CA bundle),
+// `--tls-cert F --tls-key F` (a client certificate, for an orchestrator
+// that requires mutual TLS) and `--max-message-bytes N` (largest gRPC
+// message sent or received, default 4 MiB) anywhere among its arguments;
+// defaults come from the RemoteContext (the environment:
+// TOOLMESH_ORCHESTRATOR, TOOLMESH_CLIENT_TOKEN, TOOLMESH_TLS_CA). A token
+// is sent as `authorization: Bearer T`. Without a TLS file the connection
+// is plaintext. An unreadable or empty token file, or a TLS file that
+// cannot be used, is a usage error (exit 2).
 //
 // Each command writes its output to `out` and its diagnostics to `err` (one
 // line per error, starting "toolmesh: "), and returns the process exit
@@ -48,6 +56,7 @@
 #include "absl/functional/function_ref.h"
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "orchestrator/grpc/transport_security.h"
 
 namespace toolmesh::cli {
 
@@ -65,6 +74,10 @@ struct RemoteContext {
   // Defaults of --orchestrator and --token.
   std::string orchestrator = std::string(kDefaultOrchestrator);
   std::string token;
+  // Default of --tls-ca; empty: plaintext unless a --tls-* flag is given.
+  std::string tls_ca;
+  // Default of --max-message-bytes.
+  int max_message_bytes = orchestrator::kDefaultMaxMessageBytes;
   // Deadline of each unary RPC.
   absl::Duration rpc_timeout = absl::Seconds(10);
   // How often a broken watch stream is resumed in a row without receiving
@@ -76,8 +89,9 @@ struct RemoteContext {
   // Where `--messages -` reads from; must outlive the command call.
   std::istream* in = &std::cin;
 
-  // Defaults plus TOOLMESH_ORCHESTRATOR and TOOLMESH_CLIENT_TOKEN from the
-  // process environment (unset or empty variables keep the defaults).
+  // Defaults plus TOOLMESH_ORCHESTRATOR, TOOLMESH_CLIENT_TOKEN and
+  // TOOLMESH_TLS_CA from the process environment (unset or empty variables
+  // keep the defaults).
   static RemoteContext FromEnvironment();
 
   // Like FromEnvironment, with `getenv` answering the lookups (nullptr for
@@ -89,7 +103,8 @@ struct RemoteContext {
 // True for submit, watch, get, cancel, list and workers.
 bool IsRemoteVerb(std::string_view verb);
 
-// Moves global flags (--orchestrator, --token, either as `--flag VALUE` or
+// Moves global flags (--orchestrator, --token, --token-file, --tls-ca,
+// --tls-cert, --tls-key, --max-message-bytes, either as `--flag VALUE` or
 // `--flag=VALUE`) that precede the verb in `argv` (the arguments after the
 // program name) to just after the verb, so that each command sees them
 // among its own arguments. When `moved` is not null it receives how many

@@ -44,7 +44,9 @@
 #include "grpcpp/ext/proto_server_reflection_plugin.h"
 #include "grpcpp/grpcpp.h"
 #include "grpcpp/health_check_service_interface.h"
+#include "orchestrator/daemon/security_flags.h"
 #include "orchestrator/engine/engine.h"
+#include "orchestrator/store/memory_store.h"
 #include "orchestrator/store/sqlite_store.h"
 #include "orchestrator/engine/real_clock.h"
 #include "orchestrator/grpc/auth.h"
@@ -91,12 +93,39 @@ constexpr char kUsage[] =
     "                                (default 168h)\n"
     "  --retention-count N           at most this many finished tasks are\n"
     "                                kept (default 100000)\n"
+    "  --store sqlite|memory         sqlite (default): durable under\n"
+    "                                --data-dir; memory: nothing survives a\n"
+    "                                restart (tests, benchmarks)\n"
+    "  --store-sync full|normal      sqlite fsync policy: full (default)\n"
+    "                                syncs every commit and survives power\n"
+    "                                loss; normal syncs at checkpoints and\n"
+    "                                survives process crashes only\n"
+    "  --client-token-file F         file holding the client token\n"
+    "                                (TaskService); wins over\n"
+    "                                TOOLMESH_CLIENT_TOKEN\n"
+    "  --worker-token-file F         file holding the worker token\n"
+    "                                (WorkerService); wins over\n"
+    "                                TOOLMESH_WORKER_TOKEN\n"
+    "  --insecure-no-auth            serve a service that has no token\n"
+    "                                without authentication (logs a\n"
+    "                                warning); without this flag a missing\n"
+    "                                token stops the start\n"
+    "  --tls-cert F --tls-key F      serve gRPC and the HTTP endpoint over\n"
+    "                                TLS with this PEM certificate chain\n"
+    "                                and private key\n"
+    "  --tls-client-ca F             require gRPC client certificates\n"
+    "                                signed by this CA (mTLS); applies to\n"
+    "                                workers and clients alike (one port);\n"
+    "                                the HTTP endpoint does not ask for one\n"
+    "  --max-message-bytes N         largest gRPC message accepted; larger\n"
+    "                                ones fail with RESOURCE_EXHAUSTED\n"
+    "                                (default 4194304)\n"
     "  --help                        this text\n"
     "\n"
     "Durations look like 500ms, 10s, 1m30s.\n"
     "Environment: ANTHROPIC_API_KEY (required); TOOLMESH_CLIENT_TOKEN and\n"
     "TOOLMESH_WORKER_TOKEN (bearer tokens that clients resp. workers must\n"
-    "present; unset or empty: no authentication for that side).\n"
+    "present). A service without a token needs --insecure-no-auth.\n"
     "Prints `grpc listening on HOST:PORT` and `http listening on HOST:PORT`\n"
     "once it serves. SIGTERM or SIGINT shut it down.\n";
 
@@ -147,12 +176,16 @@ absl::Duration ParsePositiveDuration(std::string_view flag,
 }
 
 struct Flags {
+  bool memory_store = false;
+  toolmesh::orchestrator::SqliteSynchronous store_sync =
+      toolmesh::orchestrator::SqliteSynchronous::kFull;
   HostPort listen{"127.0.0.1", 7070};
   HostPort http_listen{"127.0.0.1", 7071};
   std::string data_dir = "toolmesh-data";
   std::string anthropic_base_url = "https://api.anthropic.com";
   std::vector<std::string> anthropic_beta;
   EngineOptions engine;
+  toolmesh::orchestrator::SecurityFlags security;
 };
 
 Flags ParseFlags(int argc, char** argv) {
@@ -180,7 +213,16 @@ Flags ParseFlags(int argc, char** argv) {
       }
       return args[++i];
     };
-    if (name == "--listen") {
+    bool security_takes_value = false;
+    if (toolmesh::orchestrator::IsSecurityFlag(name, &security_takes_value)) {
+      if (!security_takes_value && has_inline_value) {
+        Fail(absl::StrCat(ToAbsl(name), " takes no value"));
+      }
+      const absl::Status applied = toolmesh::orchestrator::ApplySecurityFlag(
+          name, security_takes_value ? next() : std::string_view(),
+          flags.security);
+      if (!applied.ok()) Fail(applied.message());
+    } else if (name == "--listen") {
       flags.listen = ParseHostPort(name, next());
     } else if (name == "--http-listen") {
       flags.http_listen = ParseHostPort(name, next());
@@ -209,6 +251,21 @@ Flags ParseFlags(int argc, char** argv) {
           ParsePositiveDuration(name, next());
     } else if (name == "--retention") {
       flags.engine.retention = ParsePositiveDuration(name, next());
+    } else if (name == "--store") {
+      const std::string_view kind = next();
+      if (kind != "sqlite" && kind != "memory") {
+        Fail("--store wants sqlite or memory");
+      }
+      flags.memory_store = kind == "memory";
+    } else if (name == "--store-sync") {
+      const std::string_view sync = next();
+      if (sync == "full") {
+        flags.store_sync = toolmesh::orchestrator::SqliteSynchronous::kFull;
+      } else if (sync == "normal") {
+        flags.store_sync = toolmesh::orchestrator::SqliteSynchronous::kNormal;
+      } else {
+        Fail("--store-sync wants full or normal");
+      }
     } else if (name == "--retention-count") {
       std::uint64_t count = 0;
       if (!absl::SimpleAtoi(ToAbsl(next()), &count)) {
@@ -255,14 +312,20 @@ absl::StatusOr<std::string> EngineMetrics(Engine& engine,
 
 // Runs the HTTP side until Stop(). cpp-httplib 0.11's stop() does nothing
 // before listen() has marked the server running, so Start() binds, starts
-// the loop on a thread and returns once it runs.
+// the loop on a thread and returns once it runs. With TLS files (Debian's
+// cpp-httplib is built with CPPHTTPLIB_OPENSSL_SUPPORT) it serves HTTPS
+// with the gRPC certificate; it never asks for a client certificate, so
+// Prometheus and probes need only the CA.
 class HttpServer {
  public:
-  explicit HttpServer(Engine& engine) : engine_(engine) {
-    server_.Get("/healthz", [](const httplib::Request&, httplib::Response& res) {
+  HttpServer(Engine& engine,
+             const toolmesh::orchestrator::ServerTlsOptions& tls)
+      : engine_(engine), server_(MakeServer(tls)) {
+    httplib::Server& server = *server_;
+    server.Get("/healthz", [](const httplib::Request&, httplib::Response& res) {
       res.set_content("ok\n", "text/plain");
     });
-    server_.Get("/readyz", [this](const httplib::Request&,
+    server.Get("/readyz", [this](const httplib::Request&,
                                   httplib::Response& res) {
       if (engine_.Ready()) {
         res.set_content("ready\n", "text/plain");
@@ -271,7 +334,7 @@ class HttpServer {
         res.set_content("not ready\n", "text/plain");
       }
     });
-    server_.Get("/metrics", [this](const httplib::Request&,
+    server.Get("/metrics", [this](const httplib::Request&,
                                    httplib::Response& res) {
       absl::StatusOr<std::string> text =
           EngineMetrics(engine_, absl::Seconds(5));
@@ -298,20 +361,25 @@ class HttpServer {
 
   // The bound port, or an error.
   absl::StatusOr<int> Start(const HostPort& address) {
+    if (!server_->is_valid()) {
+      return absl::InvalidArgumentError(
+          "cannot serve HTTPS with --tls-cert and --tls-key (the certificate "
+          "or the key is not usable)");
+    }
     int port = address.port;
     const std::string host = address.BareHost();
     if (port == 0) {
-      port = server_.bind_to_any_port(host);
-    } else if (!server_.bind_to_port(host, port)) {
+      port = server_->bind_to_any_port(host);
+    } else if (!server_->bind_to_port(host, port)) {
       port = -1;
     }
     if (port <= 0) {
       return absl::UnavailableError(absl::StrCat(
           "cannot listen on ", address.host, ":", address.port, " (HTTP)"));
     }
-    thread_ = std::thread([this] { server_.listen_after_bind(); });
+    thread_ = std::thread([this] { server_->listen_after_bind(); });
     const absl::Time give_up = absl::Now() + absl::Seconds(10);
-    while (!server_.is_running()) {
+    while (!server_->is_running()) {
       if (absl::Now() > give_up) {
         return absl::InternalError("the HTTP server thread did not start");
       }
@@ -321,14 +389,21 @@ class HttpServer {
   }
 
   void Stop() {
-    server_.stop();
+    server_->stop();
     if (thread_.joinable()) thread_.join();
   }
 
  private:
+  static std::unique_ptr<httplib::Server> MakeServer(
+      const toolmesh::orchestrator::ServerTlsOptions& tls) {
+    if (!tls.enabled()) return std::make_unique<httplib::Server>();
+    return std::make_unique<httplib::SSLServer>(tls.cert_path.c_str(),
+                                                tls.key_path.c_str());
+  }
+
   Engine& engine_;
   const absl::Time started_ = absl::Now();
-  httplib::Server server_;
+  const std::unique_ptr<httplib::Server> server_;
   std::thread thread_;
 };
 
@@ -342,6 +417,15 @@ std::uint64_t SeedFromEntropy() {
 
 int main(int argc, char** argv) {
   Flags flags = ParseFlags(argc, argv);
+
+  // Tokens and TLS files are read once, here; a bad one is a usage error.
+  absl::StatusOr<toolmesh::orchestrator::ServerSecurity> security =
+      toolmesh::orchestrator::ResolveServerSecurity(
+          flags.security, [](const char* name) { return std::getenv(name); });
+  if (!security.ok()) Fail(security.status().message());
+  for (const std::string& warning : security->warnings) {
+    std::cerr << "toolmesh-orchestrator: " << warning << std::endl;
+  }
 
   const char* api_key = std::getenv("ANTHROPIC_API_KEY");
   if (api_key == nullptr || api_key[0] == '\0') {
@@ -394,8 +478,15 @@ int main(int argc, char** argv) {
 
   // The store: a damaged or foreign database stops the start with a clear
   // line; the orchestrator never starts empty over it.
-  absl::StatusOr<std::unique_ptr<toolmesh::orchestrator::Store>> store =
-      toolmesh::orchestrator::OpenSqliteStore(flags.data_dir);
+  absl::StatusOr<std::unique_ptr<toolmesh::orchestrator::Store>> store;
+  if (flags.memory_store) {
+    store = std::make_unique<toolmesh::orchestrator::MemoryStore>();
+  } else {
+    toolmesh::orchestrator::SqliteStoreOptions store_options;
+    store_options.synchronous = flags.store_sync;
+    store = toolmesh::orchestrator::OpenSqliteStore(flags.data_dir,
+                                                    store_options);
+  }
   if (!store.ok()) {
     Fail(absl::StrCat("cannot open the store in ", flags.data_dir, ": ",
                       store.status().message()),
@@ -408,7 +499,7 @@ int main(int argc, char** argv) {
       std::make_unique<Engine>(flags.engine, clock, **transport, random,
                                **store);
 
-  const Authenticator auth = Authenticator::FromEnvironment();
+  const Authenticator auth = security->MakeAuthenticator();
   TaskServiceImpl task_service(*engine, auth);
   WorkerServiceImpl worker_service(*engine, auth);
 
@@ -418,13 +509,19 @@ int main(int argc, char** argv) {
   int grpc_port = 0;
   builder.AddListeningPort(
       absl::StrCat(flags.listen.host, ":", flags.listen.port),
-      grpc::InsecureServerCredentials(), &grpc_port);
+      security->credentials, &grpc_port);
+  toolmesh::orchestrator::SetServerMaxMessageBytes(security->max_message_bytes,
+                                                   builder);
   builder.RegisterService(&task_service);
   builder.RegisterService(&worker_service);
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
   if (server == nullptr || grpc_port == 0) {
     std::cerr << "toolmesh-orchestrator: cannot listen on " << flags.listen.host
-              << ":" << flags.listen.port << " (gRPC)" << std::endl;
+              << ":" << flags.listen.port << " (gRPC)"
+              << (security->tls ? "; check that --tls-key is the key of "
+                                  "--tls-cert and both are PEM"
+                                : "")
+              << std::endl;
     if (server != nullptr) server->Shutdown();
     engine->Shutdown();
     return 1;
@@ -434,7 +531,7 @@ int main(int argc, char** argv) {
   std::cout << "grpc listening on " << flags.listen.host << ":" << grpc_port
             << std::endl;
 
-  HttpServer http(*engine);
+  HttpServer http(*engine, flags.security.tls);
   absl::StatusOr<int> http_port = http.Start(flags.http_listen);
   if (!http_port.ok()) {
     std::cerr << "toolmesh-orchestrator: " << http_port.status().message()
