@@ -202,7 +202,9 @@ absl::StatusOr<std::unique_ptr<Cluster>> Cluster::Start(
                "--schedule-to-start-timeout",
                "2s",
                "--tool-timeout",
-               "10s"};
+               "10s",
+               // The cluster's clients and workers present no token.
+               "--insecure-no-auth"};
   for (const std::string& arg : opts.orchestrator_args) {
     orch.args.push_back(arg);
   }

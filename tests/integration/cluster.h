@@ -55,7 +55,8 @@ struct ClusterOptions {
   // Extra toolmesh-fakeapi flags (e.g. {"--seed", "7"}).
   std::vector<std::string> fakeapi_args;
   // Orchestrator flags added after the defaults (--heartbeat-interval 200ms
-  // --lease-duration 1s --schedule-to-start-timeout 2s --tool-timeout 10s).
+  // --lease-duration 1s --schedule-to-start-timeout 2s --tool-timeout 10s
+  // --insecure-no-auth).
   std::vector<std::string> orchestrator_args;
   std::vector<WorkerSpec> workers;
   // Bound on each startup wait (a port line, a worker being listed).
