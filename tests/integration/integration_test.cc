@@ -13,6 +13,7 @@
 
 #include <cerrno>
 #include <cstdint>
+#include <filesystem>
 #include <iostream>
 #include <map>
 #include <memory>
@@ -278,6 +279,18 @@ ClusterOptions Options(std::string_view scenario,
 class ClusterTest : public ::testing::Test {
  protected:
   void TearDown() override {
+    if (cluster_ != nullptr) {
+      // The API key never reaches a log, an error message or the store.
+      for (const auto& entry :
+           std::filesystem::recursive_directory_iterator(cluster_->dir())) {
+        if (!entry.is_regular_file()) continue;
+        absl::StatusOr<std::string> text =
+            ReadWholeFile(entry.path().string());
+        if (!text.ok()) continue;
+        EXPECT_EQ(text->find("integration-test-key"), std::string::npos)
+            << entry.path() << " holds the API key";
+      }
+    }
     if (HasFailure() && cluster_ != nullptr) {
       std::cerr << "=== cluster logs (" << cluster_->dir() << ") ===\n"
                 << cluster_->Logs();

@@ -130,7 +130,7 @@ fake_url="http://$(address_of "$(wait_for_line fakeapi 'listening on ')")"
 
 # The orchestrator.
 mkdir -p "$tmp/data"
-start orchestrator env ANTHROPIC_API_KEY=test \
+start orchestrator env ANTHROPIC_API_KEY=test-api-key-do-not-log \
   TOOLMESH_CLIENT_TOKEN="$client_token" TOOLMESH_WORKER_TOKEN="$worker_token" \
   "$bin_dir/toolmesh-orchestrator" --listen 127.0.0.1:0 \
   --http-listen 127.0.0.1:0 --data-dir "$tmp/data" \
@@ -222,5 +222,15 @@ run_client client-usage --orchestrator "$grpc_address"
 run_client client-usage --orchestrator no-port --prompt x
 [ "$rc" -eq 2 ] || fail "with --orchestrator no-port the client exited $rc, want 2"
 echo "ok: bad usage exits 2"
+
+# 5. Secrets never reach a log or an error message: no output file of any
+# process (the daemons' logs, the client's stdout and stderr) holds the API
+# key or a token.
+for secret in "$client_token" "$worker_token" "test-api-key-do-not-log"; do
+  if grep -rlF -- "$secret" "$tmp" >/dev/null 2>&1; then
+    fail "a log in $tmp contains a secret: $(grep -rlF -- "$secret" "$tmp" | head -3 | tr '\n' ' ')"
+  fi
+done
+echo "ok: no log holds the API key or a token"
 
 echo "PASS: python_client"
