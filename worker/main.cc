@@ -99,7 +99,8 @@ int main(int argc, char** argv) {
   }
   options.credentials = *std::move(credentials);
   options.max_message_bytes = flags->max_message_bytes;
-  options.log = LogLine;
+  // The client's lines are JSON objects already (one per line).
+  options.log = [](const std::string& line) { std::cerr << line << std::endl; };
   const std::string connected_line = absl::StrCat(
       "worker ", flags->id, " connected to ", flags->orchestrator);
   options.on_connected = [connected_line] {

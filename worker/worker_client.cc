@@ -287,11 +287,22 @@ WorkerClient::~WorkerClient() {
   executors_.clear();
 }
 
-void WorkerClient::Log(const std::string& line) {
+void WorkerClient::Log(
+    const std::string& msg,
+    std::vector<std::pair<std::string, std::string>> fields) {
+  common::Json entry = common::Json::object();
+  entry["ts"] = absl::FormatTime("%Y-%m-%dT%H:%M:%E6SZ", absl::Now(),
+                                 absl::UTCTimeZone());
+  entry["level"] = "info";
+  entry["component"] = "worker";
+  entry["worker_id"] = options_.worker_id;
+  entry["msg"] = msg;
+  for (auto& [key, value] : fields) entry[key] = std::move(value);
+  const std::string line = common::DumpJson(entry);
   if (options_.log) {
     options_.log(line);
   } else {
-    std::cerr << "toolmesh-worker: " << line << std::endl;
+    std::cerr << line << std::endl;
   }
 }
 
@@ -644,6 +655,15 @@ void WorkerClient::OnCallDone(const CallKey& key, uint64_t serial,
       // Whatever the executor, a result longer than the limit is cut with
       // a marker and still delivered: the task goes on.
       outcome = LimitResultSize(std::move(outcome), options_.max_result_bytes);
+      if (outcome.is_error) {
+        Log("tool call failed",
+            {{"task_id", call->task_id},
+             {"tool_use_id", key.tool_use_id},
+             {"attempt", absl::StrCat(key.attempt)},
+             {"tool", call->name},
+             {"duration_ms",
+              absl::StrCat(absl::ToInt64Milliseconds(outcome.duration))}});
+      }
       v1::WorkerMessage reply;
       v1::ToolResult& result = *reply.mutable_tool_result();
       result.set_task_id(call->task_id);
@@ -696,11 +716,12 @@ void WorkerClient::HandleCancel(const v1::Cancel& cancel) {
     id = call.executor_id;
     MaybeFinishDrainLocked(session_);
   }
-  Log(absl::StrCat("cancelling ", cancel.tool_use_id(), " attempt ",
-                   cancel.attempt(), " (",
-                   v1::CancelReason_Name(cancel.reason()),
-                   cancel.message().empty() ? "" : ": ", cancel.message(),
-                   ")"));
+  Log("cancelling a tool call",
+      {{"task_id", cancel.task_id()},
+       {"tool_use_id", cancel.tool_use_id()},
+       {"attempt", absl::StrCat(cancel.attempt())},
+       {"reason", v1::CancelReason_Name(cancel.reason())},
+       {"detail", cancel.message()}});
   executor->Cancel(id);
 }
 

@@ -99,6 +99,7 @@ struct WorkerClientOptions {
   absl::Duration close_timeout = absl::Seconds(5);
   // One-line state changes ("connected", "stream ended: ...", ...). Called
   // from any of the client's threads, never under its lock. Default: stderr.
+  // Receives each log line, a JSON object as text (see Log()).
   std::function<void(const std::string&)> log;
   // Called after each Welcome (main prints "worker ID connected to ...").
   // Same threading as `log`.
@@ -173,7 +174,10 @@ class WorkerClient {
   template <typename Fn>
   auto Guard(Fn fn);
 
-  void Log(const std::string& line);
+  // One JSON log line ({"ts","level","component":"worker","worker_id",
+  // "msg", fields...}) handed to options_.log (default: stderr).
+  void Log(const std::string& msg,
+           std::vector<std::pair<std::string, std::string>> fields = {});
 
   // One connection: Hello, the read loop, the end. Sets *status for a
   // permanent end and *welcomed when a Welcome arrived.
