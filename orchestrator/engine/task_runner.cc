@@ -245,17 +245,20 @@ bool TaskRunner::terminal() const {
          state_ == v1::TASK_STATE_CANCELLED;
 }
 
+void TaskRunner::ScheduleDeadline() {
+  if (deadline_ == absl::InfiniteFuture()) return;
+  std::weak_ptr<TaskRunner> weak = weak_from_this();
+  deadline_timer_ = env_.clock().ScheduleAfter(
+      deadline_ - env_.clock().Now(), [weak, queue = env_.queue()] {
+        queue->Post([weak] {
+          if (auto self = weak.lock()) self->OnDeadline();
+        });
+      });
+}
+
 void TaskRunner::Start() {
   SetState(v1::TASK_STATE_QUEUED);
-  if (deadline_ != absl::InfiniteFuture()) {
-    std::weak_ptr<TaskRunner> weak = weak_from_this();
-    deadline_timer_ = env_.clock().ScheduleAfter(
-        deadline_ - env_.clock().Now(), [weak, queue = env_.queue()] {
-          queue->Post([weak] {
-            if (auto self = weak.lock()) self->OnDeadline();
-          });
-        });
-  }
+  ScheduleDeadline();
   SetState(v1::TASK_STATE_RUNNING);
   NextTurn();
 }
@@ -1300,15 +1303,7 @@ void TaskRunner::Resume() {
     phase_ = Phase::kDone;
     return;
   }
-  if (deadline_ != absl::InfiniteFuture()) {
-    std::weak_ptr<TaskRunner> weak = weak_from_this();
-    deadline_timer_ = env_.clock().ScheduleAfter(
-        deadline_ - env_.clock().Now(), [weak, queue = env_.queue()] {
-          queue->Post([weak] {
-            if (auto self = weak.lock()) self->OnDeadline();
-          });
-        });
-  }
+  ScheduleDeadline();
   if (state_ == v1::TASK_STATE_CANCELLING) {
     (void)Cancel("cancelled before the orchestrator restarted");
     return;

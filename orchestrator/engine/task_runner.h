@@ -230,6 +230,8 @@ class TaskRunner : public std::enable_shared_from_this<TaskRunner>,
   void FailTask(std::string type, std::string message, int http_status = 0);
   void Finish(v1::TaskState state, std::optional<v1::TaskError> error);
   void OnDeadline();
+  // Arms deadline_timer_ when the task has a deadline.
+  void ScheduleDeadline();
 
   // Ledger and dispatcher glue.
   void OnLedgerTransition(const common::ToolTransition& transition);
