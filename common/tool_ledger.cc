@@ -7,6 +7,7 @@
 #include <utility>
 
 #include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
 
 namespace toolmesh::common {
 namespace {
@@ -467,6 +468,44 @@ LedgerOutcome ToolLedger::CompleteClient(const ToolUseId& id, int attempt,
     Transition(*entry, ToolState::kError, ErrorReason::kToolFailed, {});
   } else {
     Transition(*entry, ToolState::kDone, std::nullopt, {});
+  }
+  return LedgerOutcome::kApplied;
+}
+
+LedgerOutcome ToolLedger::CompleteClientEarlierAttempt(const ToolUseId& id,
+                                                       int attempt,
+                                                       Json content,
+                                                       bool is_error) {
+  ToolEntry* entry = Find(id);
+  if (entry == nullptr) {
+    ++counters_.orphan_results;
+    return LedgerOutcome::kUnknownId;
+  }
+  if (entry->kind != ToolKind::kClient) {
+    ++counters_.inapplicable_events;
+    return LedgerOutcome::kWrongKind;
+  }
+  if (attempt < 1) {
+    ++counters_.inapplicable_events;
+    return LedgerOutcome::kInvalidArgument;
+  }
+  if (attempt >= entry->attempt) {
+    ++counters_.stale_results;
+    return LedgerOutcome::kStaleAttempt;
+  }
+  if (IsTerminal(entry->state)) {
+    ++counters_.duplicate_results;
+    return LedgerOutcome::kDuplicateResult;
+  }
+  entry->result = std::move(content);
+  entry->result_is_error = is_error;
+  const std::string message =
+      absl::StrCat("result of attempt ", attempt, " (finished after attempt ",
+                   entry->attempt, " was delivered)");
+  if (is_error) {
+    Transition(*entry, ToolState::kError, ErrorReason::kToolFailed, message);
+  } else {
+    Transition(*entry, ToolState::kDone, std::nullopt, message);
   }
   return LedgerOutcome::kApplied;
 }

@@ -260,6 +260,18 @@ class ToolLedger {
   LedgerOutcome CompleteClient(const ToolUseId& id, int attempt, Json content,
                                bool is_error);
 
+  // A finished result for an EARLIER attempt than the current one: the
+  // worker of a delivery that was given up on (its stream broke, its lease
+  // expired, the orchestrator restarted) finished the call anyway and
+  // reported it once it could. The call ran to completion, so the result is
+  // as good as the current delivery's: accepted like CompleteClient() while
+  // the entry is not terminal (the caller then cancels the current
+  // delivery), kDuplicateResult once it ended. `attempt` must be in
+  // [1, current attempt): the current attempt goes through CompleteClient(),
+  // a later one is kStaleAttempt.
+  LedgerOutcome CompleteClientEarlierAttempt(const ToolUseId& id, int attempt,
+                                             Json content, bool is_error);
+
   // ERROR with `reason` from any non-terminal state, for either kind.
   // kAlreadyTerminal if the entry already ended.
   LedgerOutcome Fail(const ToolUseId& id, ErrorReason reason,

@@ -574,6 +574,54 @@ TEST_F(ToolLedgerTest, StaleAttemptResultIsIgnored) {
   EXPECT_EQ(ResultFor("a")["content"], "new");
 }
 
+TEST_F(ToolLedgerTest, EarlierAttemptResultCompletesANonTerminalCall) {
+  RunningClient("a");
+  ASSERT_EQ(ledger_.Requeue(Id("a"), "worker disconnected"),
+            LedgerOutcome::kApplied);
+  ASSERT_EQ(ledger_.Start(Id("a"), 2), LedgerOutcome::kApplied);
+  recorder_.Clear();
+  // The first worker reconnects with the finished result of attempt 1.
+  EXPECT_EQ(ledger_.CompleteClientEarlierAttempt(Id("a"), 1, Json("late"),
+                                                 false),
+            LedgerOutcome::kApplied);
+  EXPECT_EQ(StateOf("a"), ToolState::kDone);
+  EXPECT_EQ(ResultFor("a")["content"], "late");
+  ASSERT_EQ(recorder_.size(), 1u);
+  EXPECT_EQ(ledger_.Get(Id("a"))->message,
+            "result of attempt 1 (finished after attempt 2 was delivered)");
+  // The current attempt's own result now finds the call ended.
+  EXPECT_EQ(ledger_.CompleteClient(Id("a"), 2, Json("new"), false),
+            LedgerOutcome::kDuplicateResult);
+  EXPECT_EQ(ResultFor("a")["content"], "late");
+}
+
+TEST_F(ToolLedgerTest, EarlierAttemptResultIsDroppedOnceTheCallEnded) {
+  RunningClient("a");
+  ASSERT_EQ(ledger_.Requeue(Id("a"), "lease expired"), LedgerOutcome::kApplied);
+  ASSERT_EQ(ledger_.CompleteClient(Id("a"), 2, Json("new"), false),
+            LedgerOutcome::kApplied);
+  EXPECT_EQ(ledger_.CompleteClientEarlierAttempt(Id("a"), 1, Json("late"),
+                                                 true),
+            LedgerOutcome::kDuplicateResult);
+  EXPECT_EQ(ResultFor("a")["content"], "new");
+  EXPECT_EQ(ledger_.counters().duplicate_results, 1);
+}
+
+TEST_F(ToolLedgerTest, EarlierAttemptPathRefusesTheCurrentAndLaterAttempts) {
+  RunningClient("a");
+  ASSERT_EQ(ledger_.Requeue(Id("a"), "lease expired"), LedgerOutcome::kApplied);
+  EXPECT_EQ(ledger_.CompleteClientEarlierAttempt(Id("a"), 2, Json("x"), false),
+            LedgerOutcome::kStaleAttempt);
+  EXPECT_EQ(ledger_.CompleteClientEarlierAttempt(Id("a"), 3, Json("x"), false),
+            LedgerOutcome::kStaleAttempt);
+  EXPECT_EQ(ledger_.CompleteClientEarlierAttempt(Id("a"), 0, Json("x"), false),
+            LedgerOutcome::kInvalidArgument);
+  EXPECT_EQ(ledger_.CompleteClientEarlierAttempt(Id("nope"), 1, Json("x"),
+                                                 false),
+            LedgerOutcome::kUnknownId);
+  EXPECT_EQ(StateOf("a"), ToolState::kPending);
+}
+
 TEST_F(ToolLedgerTest, DuplicateResultIsIdempotent) {
   RunningClient("a");
   ASSERT_EQ(ledger_.CompleteClient(Id("a"), 1, Json("first"), false),
