@@ -16,6 +16,8 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "absl/strings/str_replace.h"
+#include "absl/strings/str_split.h"
 #include "valijson/adapters/nlohmann_json_adapter.hpp"
 #include "valijson/schema.hpp"
 #include "valijson/schema_parser.hpp"
@@ -206,6 +208,85 @@ std::string Describe(const valijson::ValidationResults::Error& error,
   return absl::StrCat(at.path, ": ", trimmed);
 }
 
+// The value that the local reference `ref` ("#" or "#/json/pointer") names
+// inside `root`, or nullptr when it names nothing.
+const Json* ResolveLocalRef(const Json& root, const std::string& ref) {
+  const absl::string_view pointer = absl::string_view(ref).substr(1);
+  const Json* at = &root;
+  if (pointer.empty()) return at;
+  if (pointer.front() != '/') return nullptr;
+  for (absl::string_view raw : absl::StrSplit(pointer.substr(1), '/')) {
+    std::string token = absl::StrReplaceAll(raw, {{"~1", "/"}, {"~0", "~"}});
+    if (at->is_object()) {
+      auto it = at->find(token);
+      if (it == at->end()) return nullptr;
+      at = &*it;
+    } else if (at->is_array() && IsIndex(token)) {
+      const size_t index = std::stoul(token);
+      if (index >= at->size()) return nullptr;
+      at = &(*at)[index];
+    } else {
+      return nullptr;
+    }
+  }
+  return at;
+}
+
+// valijson follows "$ref" by recursion without a cycle check: a reference
+// to itself ("#" at the root), a cycle of references, or a reference to
+// another document (resolved against no base, so: this one) recurses until
+// the stack overflows. So only references into this schema are accepted
+// ("#" or "#/json/pointer", not percent-encoded), "$id" (which would move
+// the base they resolve against) is refused, and a chain of references must
+// end at something that is not itself a reference.
+absl::Status CheckReferences(const Json& node, const Json& root) {
+  if (node.is_array()) {
+    for (const Json& item : node) {
+      absl::Status status = CheckReferences(item, root);
+      if (!status.ok()) return status;
+    }
+    return absl::OkStatus();
+  }
+  if (!node.is_object()) return absl::OkStatus();
+  auto id = node.find("$id");
+  if (id != node.end() && id->is_string()) {
+    return absl::InvalidArgumentError(
+        "input_schema: \"$id\" is not supported (references resolve "
+        "within the schema itself)");
+  }
+  auto ref = node.find("$ref");
+  if (ref != node.end() && ref->is_string()) {
+    std::vector<std::string> chain;
+    std::string next = ref->get<std::string>();
+    while (true) {
+      if (!absl::StartsWith(next, "#") || absl::StrContains(next, "%")) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "input_schema: $ref ", ShortDump(Json(next)),
+            " is not a reference into the schema itself (\"#\" or "
+            "\"#/json/pointer\", not percent-encoded)"));
+      }
+      for (const std::string& seen : chain) {
+        if (seen == next) {
+          return absl::InvalidArgumentError(absl::StrCat(
+              "input_schema: $ref ", ShortDump(Json(next)),
+              " is a cycle of references that never reaches a schema"));
+        }
+      }
+      chain.push_back(next);
+      const Json* target = ResolveLocalRef(root, next);
+      if (target == nullptr || !target->is_object()) break;
+      auto again = target->find("$ref");
+      if (again == target->end() || !again->is_string()) break;
+      next = again->get<std::string>();
+    }
+  }
+  for (const auto& [key, value] : node.items()) {
+    absl::Status status = CheckReferences(value, root);
+    if (!status.ok()) return status;
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace
 
 absl::StatusOr<InputValidator> InputValidator::Compile(const Json& schema) {
@@ -218,6 +299,9 @@ absl::StatusOr<InputValidator> InputValidator::Compile(const Json& schema) {
       type->get<std::string>() != "object") {
     return absl::InvalidArgumentError(
         "input_schema must have \"type\": \"object\"");
+  }
+  if (absl::Status refs = CheckReferences(schema, schema); !refs.ok()) {
+    return refs;
   }
   auto compiled = std::make_shared<Compiled>();
   try {

@@ -146,6 +146,34 @@ TEST(InputValidatorCompileTest, BadPatternBecomesAViolationNotACrash) {
               StatusIs(absl::StatusCode::kInvalidArgument));
 }
 
+// Found by the worker_tool_input fuzzer: valijson follows these by
+// recursion until the stack overflows.
+TEST(InputValidatorCompileTest, ReferenceCyclesAndForeignReferencesAreRejected) {
+  for (const char* schema : {
+           R"({"type":"object","$ref":"#"})",
+           R"({"type":"object","properties":{"a":{"$ref":"#/properties/a"}}})",
+           R"({"type":"object","$ref":"#/definitions/b","definitions":)"
+           R"({"b":{"$ref":"#/definitions/c"},"c":{"$ref":"#/definitions/b"}}})",
+           R"({"type":"object","$ref":"/x.json"})",
+           R"({"type":"object","$id":"http://a/b","properties":{"q":{"$ref":"#"}}})",
+       }) {
+    EXPECT_THAT(InputValidator::Compile(J(schema)).status(),
+                StatusIs(absl::StatusCode::kInvalidArgument,
+                         HasSubstr("input_schema: ")))
+        << schema;
+  }
+}
+
+TEST(InputValidatorCompileTest, RecursiveSchemaThroughALocalReferenceWorks) {
+  absl::StatusOr<InputValidator> validator = InputValidator::Compile(J(
+      R"({"type":"object","properties":{"child":{"$ref":"#"},)"
+      R"("n":{"type":"integer"}}})"));
+  ASSERT_TRUE(validator.ok()) << validator.status();
+  EXPECT_TRUE(validator->Validate(J(R"({"child":{"child":{"n":1}}})")).ok());
+  EXPECT_THAT(validator->Validate(J(R"({"child":{"n":"x"}})")),
+              StatusIs(absl::StatusCode::kInvalidArgument));
+}
+
 TEST(InputValidatorCompileTest, CopiesShareTheCompiledSchema) {
   absl::StatusOr<InputValidator> validator =
       InputValidator::Compile(J(R"({"type":"object","required":["a"]})"));

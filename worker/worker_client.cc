@@ -141,6 +141,16 @@ class WorkerClient::Connection {
     outbox_.push_back(std::move(message));
   }
 
+  // Removes and returns what is queued (the testing seam's writer).
+  std::vector<v1::WorkerMessage> TakeOutbox() {
+    absl::MutexLock lock(&mu_);
+    std::vector<v1::WorkerMessage> taken(
+        std::make_move_iterator(outbox_.begin()),
+        std::make_move_iterator(outbox_.end()));
+    outbox_.clear();
+    return taken;
+  }
+
   // The writer sends what is queued, then WritesDone, then stops.
   void RequestWritesDone() {
     absl::MutexLock lock(&mu_);
@@ -357,13 +367,7 @@ bool WorkerClient::WaitBeforeReconnect(absl::Duration delay) {
   return !stopping_ && !draining_;
 }
 
-WorkerClient::SessionEnd WorkerClient::RunSession(absl::Status* status,
-                                                  bool* welcomed) {
-  auto connection = std::make_unique<Connection>();
-  if (!options_.token.empty()) {
-    connection->ctx.AddMetadata("authorization",
-                                absl::StrCat("Bearer ", options_.token));
-  }
+uint64_t WorkerClient::BeginSession(Connection& connection) {
   // Hello is queued first, before anything else (a Drain()) can reach the
   // outbox.
   v1::WorkerMessage hello_message;
@@ -379,17 +383,33 @@ WorkerClient::SessionEnd WorkerClient::RunSession(absl::Status* status,
   }
   hello.set_slots(static_cast<uint32_t>(options_.slots));
   hello.set_worker_version(kWorkerVersion);
-  connection->Push(std::move(hello_message));
-  uint64_t session = 0;
-  {
-    absl::MutexLock lock(&mu_);
-    if (stopping_ || draining_) return SessionEnd::kDone;
-    session = ++session_;
-    connection_ = connection.get();
-    welcomed_ = false;
-    rejected_.reset();
-    drain_finished_ = false;
+  connection.Push(std::move(hello_message));
+  absl::MutexLock lock(&mu_);
+  if (stopping_ || draining_) return 0;
+  connection_ = &connection;
+  welcomed_ = false;
+  rejected_.reset();
+  drain_finished_ = false;
+  return ++session_;
+}
+
+std::vector<std::pair<Executor*, common::ToolUseId>>
+WorkerClient::EndSessionLocked() {
+  connection_ = nullptr;
+  heartbeat_timer_.Cancel();
+  drain_timer_.Cancel();
+  return AbandonCallsLocked();
+}
+
+WorkerClient::SessionEnd WorkerClient::RunSession(absl::Status* status,
+                                                  bool* welcomed) {
+  auto connection = std::make_unique<Connection>();
+  if (!options_.token.empty()) {
+    connection->ctx.AddMetadata("authorization",
+                                absl::StrCat("Bearer ", options_.token));
   }
+  const uint64_t session = BeginSession(*connection);
+  if (session == 0) return SessionEnd::kDone;
   Log(absl::StrCat("connecting to ", options_.orchestrator_address, " as ",
                    options_.worker_id));
   connection->stream = stub_->Connect(&connection->ctx);
@@ -403,24 +423,29 @@ WorkerClient::SessionEnd WorkerClient::RunSession(absl::Status* status,
   std::vector<std::pair<Executor*, common::ToolUseId>> to_cancel;
   bool draining = false;
   bool stopping = false;
+  int kept = 0;
   std::optional<absl::Status> rejected;
   {
     absl::MutexLock lock(&mu_);
-    connection_ = nullptr;
-    heartbeat_timer_.Cancel();
-    drain_timer_.Cancel();
-    to_cancel = AbandonCallsLocked();
+    if (stopping_ || draining_) {
+      to_cancel = EndSessionLocked();
+    } else {
+      kept = DetachSessionLocked();
+    }
     *welcomed = welcomed_;
     draining = draining_;
     stopping = stopping_;
     rejected = rejected_;
   }
-  // The orchestrator re-queues this stream's calls with attempt + 1, so
-  // finishing them would be wasted work.
   for (auto& [executor, id] : to_cancel) executor->Cancel(id);
   if (!to_cancel.empty()) {
     Log(absl::StrCat("cancelled ", to_cancel.size(),
                      " running call(s) of the ended stream"));
+  }
+  if (kept > 0) {
+    Log(absl::StrCat("keeping ", kept,
+                     " running call(s) of the ended stream; their results "
+                     "go out once connected again"));
   }
   connection->Join();
   const absl::Status end = rpc::ToAbslStatus(connection->stream->Finish());
@@ -441,12 +466,53 @@ WorkerClient::SessionEnd WorkerClient::RunSession(absl::Status* status,
   if (IsPermanent(final_status.code())) {
     *status = final_status;
     Log(absl::StrCat("giving up: ", StatusLine(final_status)));
+    {
+      absl::MutexLock lock(&mu_);
+      to_cancel = AbandonCallsLocked();
+      held_results_.clear();
+    }
+    for (auto& [executor, id] : to_cancel) executor->Cancel(id);
     return SessionEnd::kPermanent;
   }
   Log(final_status.ok() ? std::string("stream closed by the orchestrator")
                         : absl::StrCat("stream ended: ",
                                        StatusLine(final_status)));
   return SessionEnd::kBroken;
+}
+
+bool WorkerClient::OpenSessionForTesting() {
+  CloseSessionForTesting();
+  auto connection = std::make_unique<Connection>();
+  const uint64_t session = BeginSession(*connection);
+  if (session == 0) return false;
+  testing_connection_ = std::move(connection);
+  testing_session_ = session;
+  return true;
+}
+
+void WorkerClient::HandleMessageForTesting(
+    const v1::OrchestratorMessage& message) {
+  if (testing_connection_ == nullptr) return;
+  HandleMessage(testing_session_, message);
+}
+
+std::vector<v1::WorkerMessage> WorkerClient::TakeWrittenForTesting() {
+  if (testing_connection_ == nullptr) return {};
+  return testing_connection_->TakeOutbox();
+}
+
+void WorkerClient::CloseSessionForTesting() {
+  if (testing_connection_ == nullptr) return;
+  std::vector<std::pair<Executor*, common::ToolUseId>> to_cancel;
+  {
+    absl::MutexLock lock(&mu_);
+    if (connection_ == testing_connection_.get()) {
+      to_cancel = EndSessionLocked();
+    }
+  }
+  for (auto& [executor, id] : to_cancel) executor->Cancel(id);
+  testing_connection_.reset();
+  testing_session_ = 0;
 }
 
 void WorkerClient::HandleMessage(uint64_t session,
@@ -493,12 +559,27 @@ void WorkerClient::HandleWelcome(uint64_t session, const v1::Welcome& welcome) {
   if (interval <= absl::ZeroDuration()) {
     interval = options_.default_heartbeat_interval;
   }
+  // A tiny interval (found by fuzzing: 1 ns) would make the heartbeat timer
+  // spin and flood the stream.
+  interval = std::max(interval, kMinHeartbeatInterval);
+  std::size_t held = 0;
   {
     absl::MutexLock lock(&mu_);
     if (session != session_) return;
     welcomed_ = true;
     heartbeat_interval_ = interval;
     ScheduleHeartbeatLocked(session);
+    // Results of calls that finished while no stream was up: the
+    // orchestrator takes them if the calls have not ended meanwhile.
+    held = held_results_.size();
+    for (v1::WorkerMessage& message : held_results_) {
+      SendLocked(session, std::move(message));
+    }
+    held_results_.clear();
+  }
+  if (held > 0) {
+    Log(absl::StrCat("sent ", held,
+                     " result(s) of calls that finished while disconnected"));
   }
   Log(absl::StrCat("connected to ", options_.orchestrator_address, " as ",
                    options_.worker_id, " (protocol ",
@@ -672,7 +753,13 @@ void WorkerClient::OnCallDone(const CallKey& key, uint64_t serial,
       result.set_content_json(common::DumpJson(outcome.content));
       result.set_is_error(outcome.is_error);
       ToProto(outcome.duration, result.mutable_duration());
-      SendLocked(call->session, std::move(reply));
+      if (connection_ != nullptr && welcomed_) {
+        // On the call's own stream, or (a call kept from an ended stream)
+        // on the current one.
+        SendLocked(session_, std::move(reply));
+      } else {
+        held_results_.push_back(std::move(reply));
+      }
     }
     MaybeFinishDrainLocked(session_);
   }
@@ -854,6 +941,24 @@ void WorkerClient::Stop() {
   absl::MutexLock lock(&mu_);
   stopping_ = true;
   if (connection_ != nullptr) connection_->ctx.TryCancel();
+}
+
+int WorkerClient::DetachSessionLocked() {
+  connection_ = nullptr;
+  heartbeat_timer_.Cancel();
+  drain_timer_.Cancel();
+  queue_.clear();
+  int kept = 0;
+  for (auto it = calls_.begin(); it != calls_.end();) {
+    Call& call = *it->second;
+    if (call.state == Call::State::kQueued) {
+      calls_.erase(it++);
+      continue;
+    }
+    if (!call.abandoned) ++kept;
+    ++it;
+  }
+  return kept;
 }
 
 std::vector<std::pair<Executor*, common::ToolUseId>>

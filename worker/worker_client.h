@@ -24,12 +24,18 @@
 // Streams end in one of three ways:
 //   - broken (network, orchestrator restart, UNAVAILABLE, ALREADY_EXISTS,
 //     RESOURCE_EXHAUSTED, ...): the orchestrator re-queues our calls with
-//     attempt + 1, so the running ones are cancelled and their results
-//     dropped; Run() reconnects after an exponential backoff with jitter
-//     (reset once a Welcome arrives), forever until Stop() or Drain();
+//     attempt + 1. Queued calls are dropped; running ones keep running
+//     (until done or their deadline), and a result that arrives while no
+//     stream is welcomed is held and sent after the next Welcome with its
+//     original attempt: the orchestrator takes it if the call has not
+//     ended meanwhile. Held results are bounded by `slots` (no call starts
+//     while disconnected). Run() reconnects after an exponential backoff
+//     with jitter (reset once a Welcome arrives), forever until Stop() or
+//     Drain();
 //   - permanent (INVALID_ARGUMENT, FAILED_PRECONDITION, UNAUTHENTICATED,
 //     PERMISSION_DENIED, UNIMPLEMENTED: our Hello, protocol or credentials
-//     are wrong and retrying cannot help): Run() returns that status;
+//     are wrong and retrying cannot help): every call is cancelled and Run()
+//     returns that status;
 //   - drained: Run() returns OK.
 //
 // Thread-safety: Run() is called once, from one thread, and blocks. Drain(),
@@ -69,6 +75,11 @@ namespace toolmesh::worker {
 
 // The build string sent in Hello.worker_version.
 inline constexpr char kWorkerVersion[] = "toolmesh-worker/0.1";
+
+// The shortest heartbeat period the worker keeps; a Welcome asking for less
+// gets this.
+inline constexpr absl::Duration kMinHeartbeatInterval =
+    absl::Milliseconds(100);
 
 struct WorkerClientOptions {
   // HOST:PORT of the orchestrator's gRPC listener.
@@ -148,6 +159,24 @@ class WorkerClient {
   // The number of calls accepted and not yet finished (running or queued).
   int ActiveCalls() const;
 
+  // --- Testing seam (fuzz targets) -----------------------------------------
+  // Drives the message handling of one session without a network: never
+  // together with Run(), and from one thread at a time.
+  //
+  // Opens a session the way Run() does (its Hello is the first message
+  // written), except that what the client writes collects in memory.
+  // Closes a session opened before. Returns false when the client is
+  // stopping or draining (nothing is opened then).
+  bool OpenSessionForTesting();
+  // Handles `message` as if the open session's stream had read it.
+  void HandleMessageForTesting(const v1::OrchestratorMessage& message);
+  // Takes what the open session has written so far, in order.
+  std::vector<v1::WorkerMessage> TakeWrittenForTesting();
+  // Ends the open session (EndSessionLocked, as when the stream ends while
+  // stopping): queued calls are dropped, running ones cancelled, their
+  // results discarded. Harmless without an open session.
+  void CloseSessionForTesting();
+
  private:
   struct CallKey {
     std::string tool_use_id;
@@ -182,6 +211,18 @@ class WorkerClient {
   // One connection: Hello, the read loop, the end. Sets *status for a
   // permanent end and *welcomed when a Welcome arrived.
   SessionEnd RunSession(absl::Status* status, bool* welcomed);
+  // The start of a session: queues the Hello on `connection` and makes it
+  // the current connection. Returns the new session, or 0 when stopping or
+  // draining.
+  uint64_t BeginSession(Connection& connection);
+  // The end of a session's stream: detaches the connection and abandons
+  // its calls; returns the executor keys to cancel.
+  std::vector<std::pair<Executor*, common::ToolUseId>> EndSessionLocked()
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // The end of a broken stream: detaches the connection, drops the queued
+  // calls and keeps the running ones (see the file comment). Returns how
+  // many keep running.
+  int DetachSessionLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Waits `delay` on the clock, or until Stop()/Drain(). Returns false when
   // the client should not reconnect.
   bool WaitBeforeReconnect(absl::Duration delay);
@@ -228,6 +269,10 @@ class WorkerClient {
   // Only the Run() thread.
   common::ExponentialBackoff backoff_;
 
+  // Only the thread using the testing seam.
+  std::unique_ptr<Connection> testing_connection_;
+  uint64_t testing_session_ = 0;
+
   mutable absl::Mutex mu_;
   // Bumped for every connection attempt; messages and timers carry the
   // session they belong to and are dropped when it is over.
@@ -251,6 +296,9 @@ class WorkerClient {
   absl::flat_hash_map<CallKey, std::unique_ptr<Call>> calls_
       ABSL_GUARDED_BY(mu_);
   std::deque<CallKey> queue_ ABSL_GUARDED_BY(mu_);
+  // ToolResult messages of calls that finished while no stream was
+  // welcomed; sent after the next Welcome.
+  std::vector<v1::WorkerMessage> held_results_ ABSL_GUARDED_BY(mu_);
   uint64_t next_serial_ ABSL_GUARDED_BY(mu_) = 0;
 };
 

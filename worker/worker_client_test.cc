@@ -20,6 +20,7 @@
 #include <thread>
 #include <vector>
 
+#include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_replace.h"
@@ -299,7 +300,10 @@ class WorkerClientTest : public ::testing::Test {
     options.token = std::move(token);
     options.slots = slots;
     options.max_result_bytes = max_result_bytes_;
-    options.log = [](const std::string&) {};
+    options.log = [this](const std::string& line) {
+      absl::MutexLock lock(&mu_);
+      logs_.push_back(line);
+    };
     options.on_connected = [this] {
       absl::MutexLock lock(&mu_);
       ++connected_;
@@ -320,6 +324,18 @@ class WorkerClientTest : public ::testing::Test {
     absl::MutexLock lock(&mu_);
     auto ready = [&]() ABSL_SHARED_LOCKS_REQUIRED(mu_) {
       return connected_ >= n;
+    };
+    return mu_.AwaitWithTimeout(absl::Condition(&ready), kWait);
+  }
+
+  // Waits until the client logged a line containing `text`.
+  bool AwaitLog(const std::string& text) {
+    absl::MutexLock lock(&mu_);
+    auto ready = [&]() ABSL_SHARED_LOCKS_REQUIRED(mu_) {
+      for (const std::string& line : logs_) {
+        if (absl::StrContains(line, text)) return true;
+      }
+      return false;
     };
     return mu_.AwaitWithTimeout(absl::Condition(&ready), kWait);
   }
@@ -374,6 +390,7 @@ class WorkerClientTest : public ::testing::Test {
   common::SeededRandomSource random_{7};
   absl::Mutex mu_;
   int connected_ ABSL_GUARDED_BY(mu_) = 0;
+  std::vector<std::string> logs_ ABSL_GUARDED_BY(mu_);
   std::unique_ptr<WorkerClient> client_;
   std::thread run_thread_;
   absl::Notification run_done_;
@@ -633,11 +650,7 @@ TEST_F(WorkerClientTest, CancelKillsTheRunningExecProcess) {
 TEST_F(WorkerClientTest, ReconnectsWithHelloAfterTheStreamDrops) {
   StartClient();
   ASSERT_TRUE(AwaitConnected());
-  ASSERT_TRUE(fake_.Send(Assign("toolu_1", "sleep", R"({"ms":600000})")));
-  ASSERT_TRUE(PollUntil([&] { return client_->ActiveCalls() == 1; }));
   fake_.Drop();
-  // The running call of the broken stream is cancelled, not finished.
-  ASSERT_TRUE(PollUntil([&] { return client_->ActiveCalls() == 0; }));
   ASSERT_TRUE(AdvanceUntil([](const auto&, const auto& hellos) {
     return hellos.size() == 2;
   }));
@@ -645,7 +658,6 @@ TEST_F(WorkerClientTest, ReconnectsWithHelloAfterTheStreamDrops) {
   std::vector<v1::WorkerMessage> hellos = fake_.Hellos();
   EXPECT_EQ(hellos[1].hello().worker_id(), "w1");
   EXPECT_EQ(hellos[1].hello().tools_size(), 4);
-  for (const auto& m : fake_.Received()) EXPECT_FALSE(IsResultFor(m, "toolu_1"));
 
   // The new stream serves calls.
   ASSERT_TRUE(fake_.Send(Assign("toolu_1", "echo", R"({"text":"again"})", 2)));
@@ -653,6 +665,61 @@ TEST_F(WorkerClientTest, ReconnectsWithHelloAfterTheStreamDrops) {
       [](const v1::WorkerMessage& m) { return IsResultFor(m, "toolu_1"); });
   ASSERT_TRUE(result.has_value());
   EXPECT_EQ(result->tool_result().attempt(), 2u);
+}
+
+TEST_F(WorkerClientTest, ARunningCallOutlivesABrokenStreamAndReportsOnTheNext) {
+  StartClient();
+  ASSERT_TRUE(AwaitConnected());
+  ASSERT_TRUE(fake_.Send(Assign("toolu_1", "sleep", R"({"ms":600000})")));
+  ASSERT_TRUE(PollUntil([&] { return client_->ActiveCalls() == 1; }));
+  fake_.Drop();
+  ASSERT_TRUE(AwaitLog("keeping 1 running call(s) of the ended stream"));
+  ASSERT_TRUE(AdvanceUntil([](const auto&, const auto& hellos) {
+    return hellos.size() == 2;
+  }));
+  ASSERT_TRUE(AwaitConnected(2));
+  // Still running, and not listed in the new stream's heartbeats (the
+  // orchestrator re-queued it as attempt 2).
+  EXPECT_EQ(client_->ActiveCalls(), 1);
+  for (const auto& m : fake_.Received()) {
+    EXPECT_FALSE(IsResultFor(m, "toolu_1"));
+    if (m.has_heartbeat() && fake_.EndedStreams() == 1) {
+      for (const auto& running : m.heartbeat().running()) {
+        EXPECT_NE(running.tool_use_id(), "toolu_1");
+      }
+    }
+  }
+  // It finishes: its result goes out on the new stream, as attempt 1.
+  clock_.Advance(absl::Seconds(600));
+  std::optional<v1::WorkerMessage> result = fake_.AwaitMessage(
+      [](const v1::WorkerMessage& m) { return IsResultFor(m, "toolu_1"); });
+  ASSERT_TRUE(result.has_value());
+  EXPECT_EQ(result->tool_result().attempt(), 1u);
+  EXPECT_FALSE(result->tool_result().is_error());
+  EXPECT_EQ(client_->ActiveCalls(), 0);
+}
+
+TEST_F(WorkerClientTest, AResultFinishedWhileDisconnectedIsSentAfterWelcome) {
+  StartClient();
+  ASSERT_TRUE(AwaitConnected());
+  ASSERT_TRUE(fake_.Send(Assign("toolu_1", "sleep", R"({"ms":50})")));
+  ASSERT_TRUE(PollUntil([&] { return client_->ActiveCalls() == 1; }));
+  fake_.Drop();
+  // The client waits at least 100 ms (the first backoff) before it dials
+  // again; the call finishes in between, with no stream to send on.
+  ASSERT_TRUE(AwaitLog("reconnecting in"));
+  clock_.Advance(absl::Milliseconds(50));
+  ASSERT_TRUE(PollUntil([&] { return client_->ActiveCalls() == 0; }));
+  for (const auto& m : fake_.Received()) EXPECT_FALSE(IsResultFor(m, "toolu_1"));
+  ASSERT_TRUE(AdvanceUntil([](const auto&, const auto& hellos) {
+    return hellos.size() == 2;
+  }));
+  std::optional<v1::WorkerMessage> result = fake_.AwaitMessage(
+      [](const v1::WorkerMessage& m) { return IsResultFor(m, "toolu_1"); });
+  ASSERT_TRUE(result.has_value());
+  EXPECT_EQ(result->tool_result().attempt(), 1u);
+  EXPECT_TRUE(AwaitLog("sent 1 result(s) of calls that finished while "
+                       "disconnected"));
 }
 
 TEST_F(WorkerClientTest, RejectedWithFailedPreconditionStopsTheClient) {
