@@ -81,6 +81,21 @@ constexpr char kUsage[] =
     "  --anthropic-beta LIST         comma-separated anthropic-beta values\n"
     "  --max-turns N                 model turns per task when the task does\n"
     "                                not say (default 32)\n"
+    "  --max-turns-limit N           the most turns a task may ask for;\n"
+    "                                more is INVALID_ARGUMENT (default 0:\n"
+    "                                no limit)\n"
+    "  --default-task-timeout D      deadline of a task that sets none; it\n"
+    "                                then fails with deadline_exceeded\n"
+    "                                (default 1h; 0: no deadline)\n"
+    "  --max-tasks-per-client N      unfinished tasks per client token;\n"
+    "                                more is RESOURCE_EXHAUSTED (default\n"
+    "                                1000; 0: no limit)\n"
+    "  --max-queue-depth N           tool calls waiting for a worker, per\n"
+    "                                tool; a call beyond ends with an\n"
+    "                                is_error result the model sees, and\n"
+    "                                SubmitTask naming that tool in\n"
+    "                                client_tools is RESOURCE_EXHAUSTED\n"
+    "                                (default 10000; 0: no limit)\n"
     "  --heartbeat-interval D        worker heartbeat interval (default 2s)\n"
     "  --lease-duration D            tool call lease without a heartbeat\n"
     "                                (default 10s)\n"
@@ -100,11 +115,12 @@ constexpr char kUsage[] =
     "                                syncs every commit and survives power\n"
     "                                loss; normal syncs at checkpoints and\n"
     "                                survives process crashes only\n"
-    "  --client-token-file F         file holding the client token\n"
-    "                                (TaskService); wins over\n"
-    "                                TOOLMESH_CLIENT_TOKEN\n"
-    "  --worker-token-file F         file holding the worker token\n"
-    "                                (WorkerService); wins over\n"
+    "  --client-token-file F         file of client tokens (TaskService),\n"
+    "                                one per line as NAME:TOKEN or TOKEN;\n"
+    "                                # comments and blank lines skipped;\n"
+    "                                wins over TOOLMESH_CLIENT_TOKEN\n"
+    "  --worker-token-file F         file of worker tokens (WorkerService),\n"
+    "                                same format; wins over\n"
     "                                TOOLMESH_WORKER_TOKEN\n"
     "  --insecure-no-auth            serve a service that has no token\n"
     "                                without authentication (logs a\n"
@@ -163,6 +179,29 @@ HostPort ParseHostPort(std::string_view flag, std::string_view value) {
   return out;
 }
 
+// A duration >= 0 ("0" allowed: the feature is off).
+absl::Duration ParseDurationOrZero(std::string_view flag,
+                                   std::string_view value) {
+  absl::Duration duration;
+  if (!absl::ParseDuration(ToAbsl(value), &duration) ||
+      duration < absl::ZeroDuration() || duration == absl::InfiniteDuration()) {
+    Fail(absl::StrCat(ToAbsl(flag),
+                      " wants a duration such as 30m or 1h, or 0, got `",
+                      ToAbsl(value), "`"));
+  }
+  return duration;
+}
+
+// A non-negative int ("0": no limit).
+int ParseLimit(std::string_view flag, std::string_view value) {
+  int n = 0;
+  if (!absl::SimpleAtoi(ToAbsl(value), &n) || n < 0) {
+    Fail(absl::StrCat(ToAbsl(flag), " wants a non-negative integer, got `",
+                      ToAbsl(value), "`"));
+  }
+  return n;
+}
+
 absl::Duration ParsePositiveDuration(std::string_view flag,
                                      std::string_view value) {
   absl::Duration duration;
@@ -190,6 +229,12 @@ struct Flags {
 
 Flags ParseFlags(int argc, char** argv) {
   Flags flags;
+  // The daemon's defaults for the limits (EngineOptions' own defaults are
+  // off, for in-process users).
+  flags.engine.default_task_timeout = absl::Hours(1);
+  flags.engine.max_tasks_per_client = 1000;
+  flags.engine.dispatch.max_queue_depth = 10000;
+  bool max_turns_given = false;
   std::vector<std::string_view> args(argv + 1, argv + argc);
   for (std::size_t i = 0; i < args.size(); ++i) {
     const std::string_view arg = args[i];
@@ -240,6 +285,16 @@ Flags ParseFlags(int argc, char** argv) {
         Fail("--max-turns wants a positive integer");
       }
       flags.engine.default_max_turns = turns;
+      max_turns_given = true;
+    } else if (name == "--max-turns-limit") {
+      flags.engine.max_turns_limit =
+          static_cast<std::uint32_t>(ParseLimit(name, next()));
+    } else if (name == "--default-task-timeout") {
+      flags.engine.default_task_timeout = ParseDurationOrZero(name, next());
+    } else if (name == "--max-tasks-per-client") {
+      flags.engine.max_tasks_per_client = ParseLimit(name, next());
+    } else if (name == "--max-queue-depth") {
+      flags.engine.dispatch.max_queue_depth = ParseLimit(name, next());
     } else if (name == "--heartbeat-interval") {
       flags.engine.dispatch.heartbeat_interval =
           ParsePositiveDuration(name, next());
@@ -282,6 +337,13 @@ Flags ParseFlags(int argc, char** argv) {
   if (flags.engine.dispatch.lease_duration <=
       flags.engine.dispatch.heartbeat_interval) {
     Fail("--lease-duration must be longer than --heartbeat-interval");
+  }
+  if (flags.engine.max_turns_limit > 0 &&
+      flags.engine.default_max_turns > flags.engine.max_turns_limit) {
+    if (max_turns_given) {
+      Fail("--max-turns must not be more than --max-turns-limit");
+    }
+    flags.engine.default_max_turns = flags.engine.max_turns_limit;
   }
   return flags;
 }
@@ -425,6 +487,9 @@ int main(int argc, char** argv) {
   if (!security.ok()) Fail(security.status().message());
   for (const std::string& warning : security->warnings) {
     std::cerr << "toolmesh-orchestrator: " << warning << std::endl;
+  }
+  for (const std::string& notice : security->notices) {
+    std::cerr << "toolmesh-orchestrator: " << notice << std::endl;
   }
 
   const char* api_key = std::getenv("ANTHROPIC_API_KEY");

@@ -1,9 +1,13 @@
 // The orchestrator daemon's security flags; see security_flags.h.
 #include "orchestrator/daemon/security_flags.h"
 
+#include <fstream>
+#include <set>
+#include <sstream>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "absl/strings/string_view.h"
 
 namespace toolmesh::orchestrator {
@@ -13,21 +17,145 @@ absl::string_view ToAbsl(std::string_view s) {
   return absl::string_view(s.data(), s.size());
 }
 
-// One service's token: from `file` when named, else from `env_name`.
-absl::StatusOr<std::string> ResolveToken(
+constexpr std::size_t kMaxTokenListBytes = 1024 * 1024;
+constexpr std::size_t kMaxNameBytes = 64;
+
+bool IsValidName(std::string_view name) {
+  if (name.empty() || name.size() > kMaxNameBytes) return false;
+  for (char c : name) {
+    const bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+                    (c >= '0' && c <= '9') || c == '.' || c == '_' || c == '-';
+    if (!ok) return false;
+  }
+  return true;
+}
+
+std::string_view Trim(std::string_view s) {
+  while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) {
+    s.remove_prefix(1);
+  }
+  while (!s.empty() && (s.back() == ' ' || s.back() == '\t' ||
+                        s.back() == '\r')) {
+    s.remove_suffix(1);
+  }
+  return s;
+}
+
+// One service's tokens: from `file` when named, else from `env_name`
+// (named "default"); none when neither is set.
+absl::StatusOr<std::vector<NamedToken>> ResolveTokens(
     const std::string& file, const char* env_name,
     absl::FunctionRef<const char*(const char*)> getenv) {
-  if (!file.empty()) return ReadTokenFile(file);
+  if (!file.empty()) return ReadTokenListFile(file);
   const char* value = getenv(env_name);
-  if (value == nullptr || value[0] == '\0') return std::string();
+  if (value == nullptr || value[0] == '\0') return std::vector<NamedToken>();
   if (absl::Status valid = ValidateToken(value); !valid.ok()) {
     return absl::InvalidArgumentError(
         absl::StrCat(env_name, ": ", valid.message()));
   }
-  return std::string(value);
+  return std::vector<NamedToken>{{kDefaultPrincipal, std::string(value)}};
+}
+
+std::string Names(const std::vector<NamedToken>& tokens) {
+  return absl::StrJoin(tokens, ", ",
+                       [](std::string* out, const NamedToken& t) {
+                         out->append(t.name);
+                       });
 }
 
 }  // namespace
+
+absl::StatusOr<std::vector<NamedToken>> ParseTokenList(
+    std::string_view text, std::string_view source) {
+  struct Entry {
+    std::size_t line = 0;
+    bool named = false;
+    NamedToken token;
+  };
+  std::vector<Entry> entries;
+  std::size_t line_number = 0;
+  while (!text.empty()) {
+    ++line_number;
+    const std::size_t end = text.find('\n');
+    std::string_view line = Trim(text.substr(0, end));
+    text.remove_prefix(end == std::string_view::npos ? text.size() : end + 1);
+    if (line.empty() || line.front() == '#') continue;
+    const std::string where =
+        absl::StrCat(ToAbsl(source), " line ", line_number);
+    Entry entry;
+    entry.line = line_number;
+    std::string_view token = line;
+    if (const std::size_t colon = line.find(':');
+        colon != std::string_view::npos) {
+      const std::string_view name = line.substr(0, colon);
+      if (!IsValidName(name)) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            where, ": the name before ':' must be 1 to 64 letters, digits, "
+            "'.', '_' or '-'"));
+      }
+      entry.named = true;
+      entry.token.name = std::string(name);
+      token = line.substr(colon + 1);
+    }
+    if (token.empty()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(where, ": no token after the name"));
+    }
+    if (absl::Status valid = ValidateToken(token); !valid.ok()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(where, ": ", valid.message()));
+    }
+    entry.token.token = std::string(token);
+    entries.push_back(std::move(entry));
+  }
+  if (entries.empty()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(ToAbsl(source), " is empty (no token line)"));
+  }
+  std::vector<NamedToken> out;
+  std::set<std::string> names;
+  std::set<std::string> tokens;
+  for (Entry& entry : entries) {
+    if (!entry.named) {
+      entry.token.name = entries.size() == 1
+                             ? std::string(kDefaultPrincipal)
+                             : absl::StrCat("line-", entry.line);
+    }
+    if (!names.insert(entry.token.name).second) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(ToAbsl(source), " line ", entry.line, ": the name \"",
+                       entry.token.name, "\" is used twice"));
+    }
+    if (!tokens.insert(entry.token.token).second) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(ToAbsl(source), " line ", entry.line,
+                       ": the same token is listed twice"));
+    }
+    out.push_back(std::move(entry.token));
+  }
+  return out;
+}
+
+absl::StatusOr<std::vector<NamedToken>> ReadTokenListFile(
+    const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("token file: cannot read ", path));
+  }
+  std::string contents(kMaxTokenListBytes + 1, '\0');
+  in.read(contents.data(), static_cast<std::streamsize>(contents.size()));
+  if (in.bad()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("token file: cannot read ", path));
+  }
+  contents.resize(static_cast<std::size_t>(in.gcount()));
+  if (contents.size() > kMaxTokenListBytes) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("token file: ", path, " is larger than 1 MiB"));
+  }
+  return ParseTokenList(contents, absl::StrCat("token file: ", path));
+}
 
 bool IsSecurityFlag(std::string_view name, bool* takes_value) {
   *takes_value = true;
@@ -81,17 +209,28 @@ absl::StatusOr<ServerSecurity> ResolveServerSecurity(
   ServerSecurity security;
   security.max_message_bytes = flags.max_message_bytes;
 
-  absl::StatusOr<std::string> client_token = ResolveToken(
+  absl::StatusOr<std::vector<NamedToken>> client_tokens = ResolveTokens(
       flags.client_token_file, "TOOLMESH_CLIENT_TOKEN", getenv);
-  if (!client_token.ok()) return client_token.status();
-  absl::StatusOr<std::string> worker_token = ResolveToken(
+  if (!client_tokens.ok()) return client_tokens.status();
+  absl::StatusOr<std::vector<NamedToken>> worker_tokens = ResolveTokens(
       flags.worker_token_file, "TOOLMESH_WORKER_TOKEN", getenv);
-  if (!worker_token.ok()) return worker_token.status();
-  security.client_token = *std::move(client_token);
-  security.worker_token = *std::move(worker_token);
+  if (!worker_tokens.ok()) return worker_tokens.status();
+  security.client_tokens = *std::move(client_tokens);
+  security.worker_tokens = *std::move(worker_tokens);
+  // A token of both roles would make PERMISSION_DENIED meaningless.
+  for (const NamedToken& client : security.client_tokens) {
+    for (const NamedToken& worker : security.worker_tokens) {
+      if (client.token == worker.token) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "client token \"", client.name, "\" and worker token \"",
+            worker.name, "\" are the same token; give clients and workers "
+            "different tokens"));
+      }
+    }
+  }
 
-  const bool no_client = security.client_token.empty();
-  const bool no_worker = security.worker_token.empty();
+  const bool no_client = security.client_tokens.empty();
+  const bool no_worker = security.worker_tokens.empty();
   if ((no_client || no_worker) && !flags.insecure_no_auth) {
     if (no_client && no_worker) {
       return absl::InvalidArgumentError(
@@ -120,6 +259,17 @@ absl::StatusOr<ServerSecurity> ResolveServerSecurity(
     security.warnings.push_back(
         "WARNING: --insecure-no-auth: WorkerService accepts any worker "
         "without a token");
+  }
+
+  if (!no_client) {
+    security.notices.push_back(absl::StrCat(
+        "TaskService accepts ", security.client_tokens.size(),
+        " client token(s): ", Names(security.client_tokens)));
+  }
+  if (!no_worker) {
+    security.notices.push_back(absl::StrCat(
+        "WorkerService accepts ", security.worker_tokens.size(),
+        " worker token(s): ", Names(security.worker_tokens)));
   }
 
   absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> credentials =

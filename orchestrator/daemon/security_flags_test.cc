@@ -101,9 +101,19 @@ TEST_F(SecurityFlagsTest, TokensFromTheEnvironmentNeedNoFlag) {
   env_["TOOLMESH_WORKER_TOKEN"] = "worker-env";
   absl::StatusOr<ServerSecurity> security = Resolve(SecurityFlags());
   ASSERT_THAT(security.status(), IsOk());
-  EXPECT_EQ(security->client_token, "client-env");
-  EXPECT_EQ(security->worker_token, "worker-env");
+  ASSERT_EQ(security->client_tokens.size(), 1u);
+  EXPECT_EQ(security->client_tokens[0].token, "client-env");
+  EXPECT_EQ(security->client_tokens[0].name, "default");
+  ASSERT_EQ(security->worker_tokens.size(), 1u);
+  EXPECT_EQ(security->worker_tokens[0].token, "worker-env");
   EXPECT_THAT(security->warnings, IsEmpty());
+  // The start-up notices name the principals, never the tokens.
+  EXPECT_THAT(security->notices,
+              ElementsAre(HasSubstr("1 client token(s): default"),
+                          HasSubstr("1 worker token(s): default")));
+  for (const std::string& notice : security->notices) {
+    EXPECT_THAT(notice, Not(HasSubstr("-env")));
+  }
   EXPECT_FALSE(security->tls);
   EXPECT_NE(security->credentials, nullptr);
   EXPECT_EQ(security->max_message_bytes, kDefaultMaxMessageBytes);
@@ -120,8 +130,67 @@ TEST_F(SecurityFlagsTest, TokenFilesWinOverTheEnvironment) {
   flags.worker_token_file = Write("worker", "worker-file\r\n");
   absl::StatusOr<ServerSecurity> security = Resolve(flags);
   ASSERT_THAT(security.status(), IsOk());
-  EXPECT_EQ(security->client_token, "client-file");
-  EXPECT_EQ(security->worker_token, "worker-file");
+  ASSERT_EQ(security->client_tokens.size(), 1u);
+  EXPECT_EQ(security->client_tokens[0].token, "client-file");
+  ASSERT_EQ(security->worker_tokens.size(), 1u);
+  EXPECT_EQ(security->worker_tokens[0].token, "worker-file");
+}
+
+TEST_F(SecurityFlagsTest, TokenFileHoldsNamedTokensCommentsAndBlankLines) {
+  env_["TOOLMESH_WORKER_TOKEN"] = "worker-env";
+  SecurityFlags flags;
+  flags.client_token_file = Write(
+      "clients", "# who may submit\n\nalice:tok-a\r\n  bob:tok-b  \ntok-c\n");
+  absl::StatusOr<ServerSecurity> security = Resolve(flags);
+  ASSERT_THAT(security.status(), IsOk());
+  ASSERT_EQ(security->client_tokens.size(), 3u);
+  EXPECT_EQ(security->client_tokens[0].name, "alice");
+  EXPECT_EQ(security->client_tokens[0].token, "tok-a");
+  EXPECT_EQ(security->client_tokens[1].name, "bob");
+  EXPECT_EQ(security->client_tokens[1].token, "tok-b");
+  EXPECT_EQ(security->client_tokens[2].name, "line-5");
+  EXPECT_EQ(security->client_tokens[2].token, "tok-c");
+  const Authenticator auth = security->MakeAuthenticator();
+  EXPECT_EQ(auth.AuthenticateClient("Bearer tok-b").value_or(""), "bob");
+  EXPECT_EQ(auth.AuthenticateClient("Bearer worker-env").status().code(),
+            absl::StatusCode::kPermissionDenied);
+}
+
+TEST_F(SecurityFlagsTest, BadTokenListsAreOneLineNamingTheLine) {
+  struct Case {
+    const char* text;
+    const char* message;
+  };
+  for (const Case& c : {
+           Case{"alice:tok-a\nalice:tok-b\n", "line 2: the name \"alice\" is used twice"},
+           Case{"alice:tok-a\nbob:tok-a\n", "line 2: the same token is listed twice"},
+           Case{"bad name:tok-a\n", "line 1: the name before ':'"},
+           Case{"alice:\n", "line 1: no token after the name"},
+           Case{"# only a comment\n\n", "is empty (no token line)"},
+       }) {
+    absl::StatusOr<std::vector<NamedToken>> parsed =
+        ParseTokenList(c.text, "token file: F");
+    EXPECT_THAT(parsed.status(), StatusIs(absl::StatusCode::kInvalidArgument,
+                                          HasSubstr(c.message)))
+        << c.text;
+    EXPECT_THAT(std::string(parsed.status().message()),
+                Not(HasSubstr("tok-a")));
+  }
+  absl::StatusOr<std::vector<NamedToken>> single =
+      ParseTokenList("just-one\n", "F");
+  ASSERT_THAT(single.status(), IsOk());
+  EXPECT_EQ((*single)[0].name, "default");
+}
+
+TEST_F(SecurityFlagsTest, ATokenOfBothRolesStopsTheStart) {
+  SecurityFlags flags;
+  flags.client_token_file = Write("clients", "alice:shared-1\n");
+  flags.worker_token_file = Write("workers", "w1:shared-1\n");
+  absl::Status status = Resolve(flags).status();
+  EXPECT_THAT(status, StatusIs(absl::StatusCode::kInvalidArgument,
+                               HasSubstr("client token \"alice\" and worker "
+                                         "token \"w1\" are the same token")));
+  EXPECT_THAT(std::string(status.message()), Not(HasSubstr("shared-1")));
 }
 
 TEST_F(SecurityFlagsTest, UnreadableOrEmptyTokenFileIsOneClearLine) {
@@ -172,7 +241,8 @@ TEST_F(SecurityFlagsTest, OneMissingTokenAlsoNeedsTheInsecureFlag) {
   insecure.insecure_no_auth = true;
   absl::StatusOr<ServerSecurity> security = Resolve(insecure);
   ASSERT_THAT(security.status(), IsOk());
-  EXPECT_EQ(security->worker_token, "worker-env");
+  ASSERT_EQ(security->worker_tokens.size(), 1u);
+  EXPECT_EQ(security->worker_tokens[0].token, "worker-env");
   EXPECT_THAT(security->warnings,
               ElementsAre(HasSubstr("TaskService accepts any client")));
   EXPECT_FALSE(security->MakeAuthenticator().client_auth_enabled());

@@ -37,6 +37,7 @@
 #include <algorithm>
 #include <cstddef>
 #include <deque>
+#include <limits>
 #include <map>
 #include <set>
 #include <utility>
@@ -66,6 +67,10 @@ google::protobuf::Duration ToDuration(absl::Duration d) {
 std::uint32_t WireAttempt(int attempt) {
   return static_cast<std::uint32_t>(std::max(attempt, 0));
 }
+
+// The largest attempt number a CallRef can carry.
+constexpr std::uint32_t kMaxWireAttempt =
+    static_cast<std::uint32_t>(std::numeric_limits<int>::max());
 
 // The Messages API's rule for custom tool names, as the worker's tools.json
 // loader applies it.
@@ -212,6 +217,48 @@ struct Dispatcher::Impl {
   Worker* FindWorker(WorkerSessionId session) {
     auto it = workers.find(session);
     return it == workers.end() ? nullptr : &it->second;
+  }
+
+  // ---- Queue depth (see Enqueue() in dispatcher.h) -----------------------
+
+  // Calls of `tool` waiting for a worker.
+  int Depth(std::string_view tool) const {
+    auto it = queues.find(std::string(tool));
+    if (it == queues.end()) return 0;
+    std::size_t n = 0;
+    for (const auto& [task, ids] : it->second.by_task) n += ids.size();
+    return static_cast<int>(n);
+  }
+
+  bool Full(std::string_view tool) const {
+    // `queued` counts every tool: below the limit no queue can be full, so
+    // the common case costs nothing.
+    return options.max_queue_depth > 0 && queued >= options.max_queue_depth &&
+           Depth(tool) >= options.max_queue_depth;
+  }
+
+  // Refuses a first delivery of `spec` whose tool queue is full: it is not
+  // tracked; OnCallFailed(kNoWorker) follows on the engine thread unless
+  // the call is cancelled or enqueued again first.
+  void Refuse(const CallSpec& spec) {
+    const int depth = Depth(spec.name);
+    CallKey key{spec.ref.task_id, spec.ref.tool_use_id};
+    const std::uint64_t generation = ++next_generation;
+    refused[key] = generation;
+    ++rejections[{spec.name, "queue_full"}];
+    std::string message =
+        absl::StrCat("tool queue for ", Quoted(spec.name), " is full (", depth,
+                     " calls waiting)");
+    (*post)([token = std::weak_ptr<char>(alive), self = this,
+             key = std::move(key), generation, ref = spec.ref,
+             message = std::move(message)] {
+      if (token.expired()) return;
+      auto it = self->refused.find(key);
+      if (it == self->refused.end() || it->second != generation) return;
+      self->refused.erase(it);
+      self->listener.OnCallFailed(ref, common::ErrorReason::kNoWorker,
+                                  message);
+    });
   }
 
   // The live call `key` in `phase` with `generation`, or nullptr.
@@ -532,30 +579,54 @@ struct Dispatcher::Impl {
     Flush(out);
   }
 
-  void OnToolResult(Worker& worker, const v1::ToolResult& result) {
-    auto it = calls.find(CallKey{result.task_id(), result.tool_use_id()});
-    if (it == calls.end() || it->second.phase != Phase::kAssigned ||
-        it->second.worker != worker.session ||
-        WireAttempt(it->second.spec.ref.attempt) != result.attempt()) {
-      ++ignored_results;
-      return;
-    }
-    // An empty content_json is read as an empty text result; anything else
-    // must be what a tool_result block's content may be.
-    common::Json content = "";
-    bool is_error = result.is_error();
+  // The content of `result`: an empty content_json is read as an empty
+  // text result; anything else must be what a tool_result block's content
+  // may be, else the result becomes an is_error text saying so.
+  static common::Json ResultContent(const Worker& worker,
+                                    const v1::ToolResult& result,
+                                    bool& is_error) {
+    is_error = result.is_error();
     absl::StatusOr<std::optional<common::Json>> parsed =
         rpc::ParseOptionalJsonField("ToolResult.content_json",
                                     result.content_json(),
                                     rpc::JsonShape::kStringOrArray);
     if (!parsed.ok()) {
-      content = absl::StrCat("worker ", Quoted(worker.worker_id),
-                             " sent an unusable result: ",
-                             parsed.status().message());
       is_error = true;
-    } else if (parsed->has_value()) {
-      content = std::move(**parsed);
+      return absl::StrCat("worker ", Quoted(worker.worker_id),
+                          " sent an unusable result: ",
+                          parsed.status().message());
     }
+    if (parsed->has_value()) return std::move(**parsed);
+    return "";
+  }
+
+  void OnToolResult(Worker& worker, const v1::ToolResult& result) {
+    auto it = calls.find(CallKey{result.task_id(), result.tool_use_id()});
+    const bool current =
+        it != calls.end() && it->second.phase == Phase::kAssigned &&
+        it->second.worker == worker.session &&
+        WireAttempt(it->second.spec.ref.attempt) == result.attempt();
+    if (!current) {
+      // Not the delivery this worker holds: an earlier attempt finished
+      // after all (or the call is no longer tracked here). Attempt 0 is
+      // never delivered; a later attempt than the tracked one cannot be.
+      if (result.attempt() == 0 || result.attempt() > kMaxWireAttempt ||
+          (it != calls.end() &&
+           result.attempt() >= WireAttempt(it->second.spec.ref.attempt))) {
+        ++ignored_results;
+        return;
+      }
+      ++late_results;
+      bool is_error = false;
+      common::Json content = ResultContent(worker, result, is_error);
+      CallRef ref{result.task_id(), result.tool_use_id(),
+                  static_cast<int>(result.attempt())};
+      listener.OnLateResult(ref, worker.worker_id, std::move(content),
+                            is_error);
+      return;
+    }
+    bool is_error = false;
+    common::Json content = ResultContent(worker, result, is_error);
     Outbox out;
     CallRef ref = it->second.spec.ref;
     tool_duration.Observe(clock.Now() - it->second.assigned_at);
@@ -686,6 +757,12 @@ struct Dispatcher::Impl {
   int queued = 0;
   int running = 0;
   std::int64_t ignored_results = 0;
+  // First deliveries refused because their tool queue was full, whose
+  // OnCallFailed is still to come: key -> the refusal's generation.
+  std::map<CallKey, std::uint64_t> refused;
+  // (tool, reason) -> calls refused.
+  std::map<std::pair<std::string, std::string>, std::int64_t> rejections;
+  std::int64_t late_results = 0;
   // From enqueue to assignment, and from assignment to the worker's result.
   Histogram dispatch_latency;
   Histogram tool_duration;
@@ -708,6 +785,13 @@ void Dispatcher::Enqueue(CallSpec call) {
   Impl& d = *impl_;
   Impl::Outbox out;
   CallKey key{call.ref.task_id, call.ref.tool_use_id};
+  d.refused.erase(key);
+  if (call.ref.attempt <= 1 &&
+      call.schedule_grace == absl::ZeroDuration() && !d.calls.contains(key) &&
+      d.Full(call.name)) {
+    d.Refuse(call);
+    return;
+  }
   std::optional<WorkerSessionId> freed;
   if (auto it = d.calls.find(key); it != d.calls.end()) {
     d.SendCancel(it->second, v1::CANCEL_REASON_SUPERSEDED,
@@ -731,14 +815,19 @@ void Dispatcher::Enqueue(CallSpec call) {
 
 void Dispatcher::Cancel(std::string_view task_id, std::string_view tool_use_id,
                         v1::CancelReason reason, std::string_view message) {
-  impl_->CancelCalls({CallKey{std::string(task_id), std::string(tool_use_id)}},
-                     reason, message);
+  CallKey key{std::string(task_id), std::string(tool_use_id)};
+  impl_->refused.erase(key);
+  impl_->CancelCalls({std::move(key)}, reason, message);
 }
 
 void Dispatcher::CancelTask(std::string_view task_id, v1::CancelReason reason,
                             std::string_view message) {
   std::vector<CallKey> keys;
   const std::string task(task_id);
+  for (auto it = impl_->refused.lower_bound(CallKey{task, std::string()});
+       it != impl_->refused.end() && it->first.first == task;) {
+    it = impl_->refused.erase(it);
+  }
   for (auto it = impl_->calls.lower_bound(CallKey{task, std::string()});
        it != impl_->calls.end() && it->first.first == task; ++it) {
     keys.push_back(it->first);
@@ -891,6 +980,12 @@ v1::ListWorkersResponse Dispatcher::ListWorkers() const {
 }
 
 int Dispatcher::queued_calls() const { return impl_->queued; }
+int Dispatcher::QueueDepth(std::string_view name) const {
+  return impl_->Depth(name);
+}
+bool Dispatcher::QueueFull(std::string_view name) const {
+  return impl_->Full(name);
+}
 int Dispatcher::running_calls() const { return impl_->running; }
 int Dispatcher::connected_workers() const {
   return static_cast<int>(impl_->workers.size());
@@ -898,6 +993,8 @@ int Dispatcher::connected_workers() const {
 std::int64_t Dispatcher::ignored_results() const {
   return impl_->ignored_results;
 }
+
+std::int64_t Dispatcher::late_results() const { return impl_->late_results; }
 
 v1::OrchestratorMessage RejectedFor(const absl::Status& status,
                                     const DispatcherOptions& options) {
@@ -944,6 +1041,14 @@ void Dispatcher::AppendMetrics(std::string& out) const {
                   "calls (draining workers count none).\n# TYPE "
                   "toolmesh_worker_free_slots gauge\ntoolmesh_worker_free_slots ",
                   free_slots, "\n");
+  absl::StrAppend(&out,
+                  "# HELP toolmesh_tool_calls_rejected_total Client tool "
+                  "calls refused without queueing, by tool and reason.\n"
+                  "# TYPE toolmesh_tool_calls_rejected_total counter\n");
+  for (const auto& [key, n] : d.rejections) {
+    absl::StrAppend(&out, "toolmesh_tool_calls_rejected_total{tool=\"",
+                    key.first, "\",reason=\"", key.second, "\"} ", n, "\n");
+  }
   d.dispatch_latency.AppendTo(
       out, "toolmesh_dispatch_latency_seconds",
       "Time from a client tool call being queued to its assignment.");

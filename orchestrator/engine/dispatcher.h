@@ -15,9 +15,13 @@
 //    call's own deadline) gives OnCallFailed(kTimeout) and a Cancel to the
 //    worker; a schedule-to-start timeout from enqueue gives
 //    OnCallFailed(kNoWorker) — also when no connected worker serves the tool.
-//  - Results are matched on (task_id, tool_use_id, attempt): a result for
-//    another attempt, or for a call the dispatcher no longer tracks, is
-//    counted and ignored.
+//  - Results are matched on (task_id, tool_use_id, attempt). A result that
+//    is not for the current delivery held by the sending worker (an
+//    earlier attempt, or a call the dispatcher no longer tracks, e.g. after
+//    the worker reconnected or the orchestrator restarted) goes to the
+//    listener's OnLateResult, which accepts it if the call has not ended.
+//    A result for a later attempt than the current one is counted and
+//    ignored.
 //
 // The dispatcher tracks deliveries only; the task's ToolLedger stays the
 // authority on a call's state and attempt count.
@@ -69,6 +73,13 @@ class DispatchListener {
   // The worker's result for the current delivery.
   virtual void OnCallResult(const CallRef& call, common::Json content,
                             bool is_error) = 0;
+  // A result that is not for the current delivery held by its sender:
+  // `call.attempt` is the attempt the worker ran, `worker_id` the sender
+  // (see the file comment). The listener decides (a call that has not ended
+  // takes it and cancels its current delivery through Cancel()); the
+  // dispatcher has changed nothing.
+  virtual void OnLateResult(const CallRef& call, const std::string& worker_id,
+                            common::Json content, bool is_error) = 0;
   // The delivery was lost (lease expired, heartbeat omitted it, stream
   // broke, or ReturnCall when `counts_as_attempt` is false). The dispatcher
   // no longer tracks it; the listener re-enqueues with attempt + 1 or gives
@@ -93,6 +104,9 @@ struct DispatcherOptions {
   absl::Duration start_to_close_timeout = absl::Minutes(5);
   // Connected workers at most (RESOURCE_EXHAUSTED beyond).
   int max_workers = 1000;
+  // Calls waiting for a worker, per tool, at most; 0: unlimited. A first
+  // delivery beyond it is not queued: it fails (see Enqueue()).
+  int max_queue_depth = 10000;
   // The protocol versions accepted in Hello.
   std::vector<std::uint32_t> protocol_versions = {1};
 };
@@ -127,6 +141,15 @@ class Dispatcher {
   // Queues `call` and assigns it at once if a worker is free. A call with
   // the same (task_id, tool_use_id) still tracked is replaced (its old
   // delivery is cancelled on its worker with CANCEL_REASON_SUPERSEDED).
+  //
+  // Queue depth: when max_queue_depth calls of the tool already wait for a
+  // worker, a first delivery (attempt 1, not re-queued by a restart) is
+  // refused: it is not tracked, and OnCallFailed(kNoWorker, "tool queue for
+  // \"X\" is full (N calls waiting)") follows through `post`, never from
+  // inside Enqueue(); Cancel() before then suppresses it. The task goes on:
+  // the model gets an is_error tool_result. Re-deliveries are always queued
+  // (the call already held a place). Counted as rejected, reason
+  // "queue_full".
   void Enqueue(CallSpec call);
 
   // Stops tracking (task_id, tool_use_id): removed from its queue, or a
@@ -162,10 +185,18 @@ class Dispatcher {
   v1::ListWorkersResponse ListWorkers() const;
 
   int queued_calls() const;
+  // Calls of tool `name` waiting for a worker.
+  int QueueDepth(std::string_view name) const;
+  // True when a first delivery of tool `name` would be refused now (see
+  // Enqueue()).
+  bool QueueFull(std::string_view name) const;
   int running_calls() const;
   int connected_workers() const;
-  // Results ignored as stale (other attempt) or unknown.
+  // Results ignored: for an attempt never delivered, or from a worker that
+  // does not hold the call's current attempt.
   std::int64_t ignored_results() const;
+  // Results handed to OnLateResult.
+  std::int64_t late_results() const;
   // Prometheus text: queue depth per tool, worker slots and free slots, and
   // the dispatch latency and tool duration histograms.
   void AppendMetrics(std::string& out) const;

@@ -90,6 +90,12 @@ class RecordingListener : public DispatchListener {
                                is_error ? " error " : " ok ",
                                common::DumpJson(content)));
   }
+  void OnLateResult(const CallRef& call, const std::string& worker_id,
+                    common::Json content, bool is_error) override {
+    late.push_back(absl::StrCat("late ", Name(call), " from ", worker_id,
+                                is_error ? " error " : " ok ",
+                                common::DumpJson(content)));
+  }
   void OnCallLost(const CallRef& call, std::string_view message,
                   bool counts_as_attempt) override {
     log.push_back(absl::StrCat("lost ", Name(call),
@@ -105,6 +111,8 @@ class RecordingListener : public DispatchListener {
   }
 
   std::vector<std::string> log;
+  // OnLateResult calls, apart from `log`.
+  std::vector<std::string> late;
   std::vector<std::string> messages;
   std::function<void(const CallRef&)> on_lost;
 };
@@ -360,18 +368,28 @@ TEST_F(DispatcherTest, ResultReachesTheListenerAndFreesTheSlot) {
   EXPECT_EQ(dispatcher_->ignored_results(), 0);
 }
 
-TEST_F(DispatcherTest, StaleAttemptAndUnknownResultsAreIgnoredAndCounted) {
+TEST_F(DispatcherTest, EarlierAttemptAndUntrackedResultsGoToTheListener) {
   Worker w1 = Connect("w1");
   dispatcher_->Enqueue(Call("t1", "u1", /*attempt=*/2));
-  Result(w1, "t1", "u1", 1);       // superseded attempt
-  Result(w1, "t1", "nope", 1);     // never tracked
-  EXPECT_EQ(dispatcher_->ignored_results(), 2);
+  Result(w1, "t1", "u1", 1);       // an earlier attempt finished after all
+  Result(w1, "t1", "nope", 1);     // not tracked here (e.g. after a restart)
+  EXPECT_THAT(listener_.late, ElementsAre("late t1/u1#1 from w1 ok \"done\"",
+                                          "late t1/nope#1 from w1 ok \"done\""));
+  EXPECT_EQ(dispatcher_->late_results(), 2);
+  EXPECT_EQ(dispatcher_->ignored_results(), 0);
+  // The dispatcher itself changed nothing: attempt 2 still runs.
   EXPECT_EQ(dispatcher_->running_calls(), 1);
+  Result(w1, "t1", "u1", 3);  // an attempt never delivered
+  Result(w1, "t1", "u1", 0);
+  EXPECT_EQ(dispatcher_->ignored_results(), 2);
   Result(w1, "t1", "u1", 2);
-  Result(w1, "t1", "u1", 2);  // duplicate: idempotent
-  EXPECT_EQ(dispatcher_->ignored_results(), 3);
   EXPECT_THAT(listener_.log, ElementsAre("started t1/u1#2 on w1",
                                          "result t1/u1#2 ok \"done\""));
+  // A repeat after the call left the dispatcher: the listener decides (the
+  // ledger calls it a duplicate).
+  Result(w1, "t1", "u1", 2);
+  EXPECT_EQ(dispatcher_->late_results(), 3);
+  EXPECT_EQ(listener_.log.size(), 2u);
 }
 
 TEST_F(DispatcherTest, ResultFromAnotherWorkerIsIgnored) {
@@ -590,9 +608,10 @@ TEST_F(DispatcherTest, StartToCloseTimeoutFailsTheCallAndCancelsIt) {
   EXPECT_EQ(cancel.attempt(), 1u);
   EXPECT_EQ(cancel.reason(), v1::CANCEL_REASON_DEADLINE_EXCEEDED);
   EXPECT_FALSE(cancel.message().empty());
-  // A late result for the timed-out call is ignored.
+  // A late result for the timed-out call is the listener's to judge (the
+  // ledger finds the call ended).
   Result(w1, "t1", "u1", 1);
-  EXPECT_EQ(dispatcher_->ignored_results(), 1);
+  EXPECT_THAT(listener_.late, ElementsAre("late t1/u1#1 from w1 ok \"done\""));
 }
 
 TEST_F(DispatcherTest, StaleTimerDoesNotHitACallThatMovedOn) {
@@ -659,7 +678,8 @@ TEST_F(DispatcherTest, CancelOfARunningCallSendsCancelToItsWorker) {
   EXPECT_THAT(listener_.log, ElementsAre("started t1/u1#1 on w1",
                                          "started t2/u2#1 on w1"));
   Result(w1, "t1", "u1", 1);
-  EXPECT_EQ(dispatcher_->ignored_results(), 1);
+  EXPECT_EQ(dispatcher_->late_results(), 1);
+  EXPECT_EQ(listener_.log.size(), 2u);
 }
 
 TEST_F(DispatcherTest, CancelTaskCancelsEveryCallOfTheTaskOnly) {
@@ -687,7 +707,8 @@ TEST_F(DispatcherTest, EnqueueReplacesATrackedCall) {
   EXPECT_THAT(w1.link->AssignedNames(), ElementsAre("t1/u1#1", "t1/u1#2"));
   EXPECT_EQ(dispatcher_->running_calls(), 1);
   Result(w1, "t1", "u1", 1);
-  EXPECT_EQ(dispatcher_->ignored_results(), 1);
+  EXPECT_THAT(listener_.late, ElementsAre("late t1/u1#1 from w1 ok \"done\""));
+  EXPECT_EQ(dispatcher_->running_calls(), 1);
 
   // A queued call is replaced in its queue.
   dispatcher_->Enqueue(Call("t2", "q", 1));

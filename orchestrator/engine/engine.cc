@@ -7,7 +7,6 @@
 #include <string>
 #include <utility>
 
-#include "absl/random/random.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_format.h"
@@ -16,6 +15,7 @@
 #include "common/request_validator.h"
 #include "google/protobuf/util/message_differencer.h"
 #include "google/protobuf/util/time_util.h"
+#include "orchestrator/engine/committer.h"
 #include "orchestrator/engine/histogram.h"
 #include "orchestrator/engine/log.h"
 #include "orchestrator/engine/task_runner.h"
@@ -30,17 +30,27 @@ using common::Json;
 using google::protobuf::util::TimeUtil;
 
 constexpr std::uint32_t kDefaultPageSize = 100;
+// After a failed commit, the next attempt waits this long.
+constexpr absl::Duration kCommitRetryDelay = absl::Milliseconds(200);
 constexpr std::uint32_t kMaxPageSize = 1000;
+// Unfinished tasks recovered per engine iteration at start: between chunks
+// the engine serves RPCs and worker streams, so dispatch starts long before
+// a large store is fully loaded.
+constexpr std::size_t kRecoveryChunk = 256;
 
 absl::Status Unavailable() {
   return absl::UnavailableError("the orchestrator is shutting down");
 }
 
-std::string NewTaskId(absl::BitGen& gen) {
+// 24 characters of 5 random bits each, from the injected source (so that
+// the deterministic simulation replays task ids too).
+std::string NewTaskId(common::RandomSource& random) {
   static constexpr char kAlphabet[] = "0123456789abcdefghjkmnpqrstvwxyz";
   std::string id = "task_";
   for (int i = 0; i < 24; ++i) {
-    id.push_back(kAlphabet[absl::Uniform(gen, 0, 32)]);
+    const double u = random.Uniform01();
+    int index = u > 0 ? static_cast<int>(u * 32) : 0;  // NaN and < 0 too
+    id.push_back(kAlphabet[std::min(index, 31)]);
   }
   return id;
 }
@@ -79,6 +89,12 @@ class Engine::State final : public RunnerEnv, public DispatchListener {
         clock_(clock),
         transport_(transport),
         store_(store),
+        committer_(store_,
+                   [queue = engine.queue_, this] {
+                     queue->Post([this] { OnCommitted(); });
+                   },
+                   engine.options_.own_thread),
+        random_(random),
         retry_policy_(MakeRetryPolicy(engine.options_.retry, random)),
         dispatcher_(engine.options_.dispatch, clock,
                     [queue = engine.queue_](absl::AnyInvocable<void()> fn) {
@@ -99,6 +115,7 @@ class Engine::State final : public RunnerEnv, public DispatchListener {
   }
   void OnTaskFinished(TaskRunner& runner) override {
     --active_tasks_;
+    ReleaseClientSlot(runner.id());
     ++finished_by_state_[runner.state()];
     finished_order_.push_back(runner.id());
   }
@@ -151,8 +168,18 @@ class Engine::State final : public RunnerEnv, public DispatchListener {
       runner->OnCallResult(call, std::move(content), is_error);
     }
   }
+  void OnLateResult(const CallRef& call, const std::string& worker_id,
+                    Json content, bool is_error) override {
+    if (TaskRunner* runner = Find(call.task_id)) {
+      runner->OnLateResult(call, worker_id, std::move(content), is_error);
+    }
+  }
   void OnCallLost(const CallRef& call, std::string_view message,
                   bool counts_as_attempt) override {
+    // Shutting down (ShutdownAll removes the workers): the calls stay where
+    // they are, a restart re-queues them; nothing may spend attempts or
+    // move a task on now.
+    if (stopping_) return;
     ++calls_lost_;
     if (TaskRunner* runner = Find(call.task_id)) {
       runner->OnCallLost(call, message, counts_as_attempt);
@@ -170,6 +197,16 @@ class Engine::State final : public RunnerEnv, public DispatchListener {
     auto it = tasks_.find(task_id);
     if (it != tasks_.end()) return it->second.get();
     if (task_id.empty()) return nullptr;
+    if (auto pending = unrecovered_.find(task_id);
+        pending != unrecovered_.end()) {
+      // Unfinished and not reached by recovery yet: recover it now.
+      const TaskRecord record = std::move(pending->second);
+      unrecovered_.erase(pending);
+      std::shared_ptr<TaskRunner> runner = RecoverOne(record);
+      if (runner == nullptr) return nullptr;
+      runner->Resume();
+      return runner.get();
+    }
     absl::StatusOr<std::optional<TaskRecord>> record = store_.GetTask(task_id);
     if (!record.ok()) {
       LogStoreError("reading task " + task_id, record.status());
@@ -192,19 +229,34 @@ class Engine::State final : public RunnerEnv, public DispatchListener {
     after_commit_.push_back(std::move(fn));
   }
 
-  // End of an engine iteration: stores what changed, then publishes events
-  // and runs the deferred replies. A failed commit keeps everything pending
-  // and tries again shortly; nothing is acknowledged until it succeeds.
+  // End of an engine iteration: hands what changed to the committer as one
+  // batch, unless a commit is in flight (then it waits for the next batch).
+  // Events are published and deferred replies run in OnCommitted(), once
+  // the batch holding them is durable. A failed commit keeps everything
+  // pending and tries again shortly; nothing is acknowledged until it
+  // succeeds.
   void Flush();
-  // Loads the unfinished tasks and continues them. At start, on the engine
-  // thread.
+  // The commit in flight is done (waits for it if need be): publishes its
+  // events and runs its replies, or after a failure queues all of it again.
+  // Nothing when no commit is in flight.
+  void OnCommitted();
+  // Commits everything now and waits for it (shutdown).
+  void FlushNow();
+  // Loads the unfinished tasks and continues them, kRecoveryChunk per
+  // engine iteration (RecoverSome). At start, on the engine thread. A task
+  // that something asks for before its turn (Find) is recovered at once.
   void Recover();
+  void RecoverSome();
+  // Loads one unfinished task into tasks_ (not resumed yet); null after an
+  // error (logged).
+  std::shared_ptr<TaskRunner> RecoverOne(const TaskRecord& record);
   // Retention: deletes old finished tasks from the store and drops finished
   // tasks from memory beyond the configured count.
   void Retain();
 
   // --- RPCs ---
-  absl::StatusOr<v1::SubmitTaskResponse> Submit(v1::SubmitTaskRequest request);
+  absl::StatusOr<v1::SubmitTaskResponse> Submit(const Caller& caller,
+                                                v1::SubmitTaskRequest request);
   absl::StatusOr<v1::ListTasksResponse> List(const v1::ListTasksRequest& req);
   std::string MetricsText();
   void ShutdownAll();
@@ -236,26 +288,68 @@ class Engine::State final : public RunnerEnv, public DispatchListener {
   Engine& engine_;
   common::Clock& clock_;
   common::ModelTransport& transport_;
-  Store& store_;
+  SerializedStore store_;
+  Committer committer_;
+  common::RandomSource& random_;
   std::vector<std::shared_ptr<TaskRunner>> touched_;
   std::vector<absl::AnyInvocable<void()>> after_commit_;
+  // The batch the committer is writing: each runner with the last seq it
+  // holds, and the replies waiting for it.
+  struct InFlight {
+    std::vector<std::pair<std::shared_ptr<TaskRunner>, std::uint64_t>> runners;
+    std::vector<absl::AnyInvocable<void()>> replies;
+  };
+  InFlight inflight_;
+  // Idempotency keys of tasks whose first commit is not done yet (the store
+  // does not know them): key -> task id.
+  absl::flat_hash_map<std::string, std::string> uncommitted_keys_;
+  // After a failed commit, the next one waits until then.
+  absl::Time retry_commit_at_ = absl::InfinitePast();
   // Finished tasks held in memory, oldest first (for eviction).
   std::deque<std::string> finished_order_;
-  bool retry_flush_scheduled_ = false;
+  bool stopping_ = false;  // set by ShutdownAll
   common::RetryPolicy retry_policy_;
   Dispatcher dispatcher_;
-  absl::BitGen id_gen_;
 
  public:
   absl::flat_hash_map<std::string, std::shared_ptr<TaskRunner>> tasks_;
 
   int active_tasks_ = 0;
+  // The client that submitted each task held in memory (tasks stored before
+  // owners were recorded have none), persisted as the snapshot's "owner".
+  absl::flat_hash_map<std::string, std::string> owners_;
+  // Non-terminal tasks per owning client (absent: 0).
+  absl::flat_hash_map<std::string, int> active_by_client_;
+
+  // The owner of `task_id`, or "" when unknown.
+  const std::string& OwnerOf(const std::string& task_id) const {
+    static const std::string kNone;
+    auto it = owners_.find(task_id);
+    return it == owners_.end() ? kNone : it->second;
+  }
+  // A non-terminal task of its owner started (submitted or recovered).
+  void TakeClientSlot(const std::string& task_id) {
+    const std::string& owner = OwnerOf(task_id);
+    if (!owner.empty()) ++active_by_client_[owner];
+  }
+  // It ended.
+  void ReleaseClientSlot(const std::string& task_id) {
+    auto it = active_by_client_.find(OwnerOf(task_id));
+    if (it == active_by_client_.end()) return;
+    if (--it->second <= 0) active_by_client_.erase(it);
+  }
   std::int64_t submitted_ = 0;
   std::int64_t requests_repaired_ = 0;
   std::int64_t calls_lost_ = 0;
   std::int64_t store_errors_ = 0;
   std::int64_t commits_ = 0;
   std::int64_t recovered_ = 0;
+  // Unfinished tasks that recovery has not reached yet, by id, and the
+  // order it takes them in (ids already recovered through Find are
+  // skipped).
+  absl::flat_hash_map<std::string, TaskRecord> unrecovered_;
+  std::deque<std::string> recovery_order_;
+  absl::Time recovery_started_;
   absl::Duration commit_time_ = absl::ZeroDuration();
   Histogram commit_latency_;
   std::int64_t model_bytes_ = 0;
@@ -311,6 +405,22 @@ absl::StatusOr<PreparedTask> Engine::State::Prepare(const v1::TaskSpec& spec) {
     if (name.empty()) {
       return absl::InvalidArgumentError(
           absl::StrCat(rpc::FieldPath("spec.client_tools", i), ": empty name"));
+    }
+    // The Messages API's rule for tool names: the API would refuse every
+    // turn of the task, so refuse the task now.
+    if (name.size() > 128) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(rpc::FieldPath("spec.client_tools", i),
+                       ": tool name is ", name.size(),
+                       " bytes long (at most 128)"));
+    }
+    if (!std::all_of(name.begin(), name.end(), [](char c) {
+          return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+                 (c >= '0' && c <= '9') || c == '_' || c == '-';
+        })) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          rpc::FieldPath("spec.client_tools", i), ": tool name \"", name,
+          "\" does not match ^[a-zA-Z0-9_-]{1,128}$"));
     }
     if (!seen.insert(name).second) continue;
     Json tool = Json::object();
@@ -417,7 +527,19 @@ absl::StatusOr<PreparedTask> Engine::State::Prepare(const v1::TaskSpec& spec) {
       break;
     }
     default:
+      // No deadline asked for: the orchestrator's default, if any. Not
+      // written into the spec, so an idempotent resubmission still matches.
+      if (engine_.options_.default_task_timeout > absl::ZeroDuration()) {
+        task.deadline = task.created_at + engine_.options_.default_task_timeout;
+      }
       break;
+  }
+  if (engine_.options_.max_turns_limit > 0 &&
+      spec.max_turns() > engine_.options_.max_turns_limit) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("spec.max_turns: ", spec.max_turns(),
+                     " is more than this orchestrator allows (",
+                     engine_.options_.max_turns_limit, ")"));
   }
   task.max_turns = spec.max_turns() > 0 ? spec.max_turns()
                                         : engine_.options_.default_max_turns;
@@ -427,20 +549,17 @@ absl::StatusOr<PreparedTask> Engine::State::Prepare(const v1::TaskSpec& spec) {
 }
 
 absl::StatusOr<v1::SubmitTaskResponse> Engine::State::Submit(
-    v1::SubmitTaskRequest request) {
+    const Caller& caller, v1::SubmitTaskRequest request) {
   const v1::TaskSpec& spec = request.spec();
   if (!spec.idempotency_key().empty()) {
     absl::StatusOr<std::optional<std::string>> known =
         store_.FindTaskByIdempotencyKey(spec.idempotency_key());
     if (!known.ok()) return absl::UnavailableError(known.status().message());
-    // A task submitted in this iteration is not stored yet.
+    // A task whose submission is not committed yet is not in the store.
     std::optional<std::string> id = *known;
     if (!id.has_value()) {
-      for (const auto& runner : touched_) {
-        if (runner->spec().idempotency_key() == spec.idempotency_key()) {
-          id = runner->id();
-        }
-      }
+      auto pending = uncommitted_keys_.find(spec.idempotency_key());
+      if (pending != uncommitted_keys_.end()) id = pending->second;
     }
     TaskRunner* existing = id.has_value() ? Find(*id) : nullptr;
     if (existing != nullptr) {
@@ -465,16 +584,40 @@ absl::StatusOr<v1::SubmitTaskResponse> Engine::State::Submit(
         "the orchestrator runs its limit of ",
         engine_.options_.max_active_tasks, " active tasks"));
   }
+  const int per_client = engine_.options_.max_tasks_per_client;
+  if (per_client > 0) {
+    auto it = active_by_client_.find(caller.client);
+    const int active = it == active_by_client_.end() ? 0 : it->second;
+    if (active >= per_client) {
+      return absl::ResourceExhaustedError(
+          absl::StrCat("client ", caller.client, " has ", active,
+                       " active tasks (limit ", per_client, ")"));
+    }
+  }
+  // A tool named explicitly whose queue is full would refuse every call
+  // the task makes to it: push back on the submission instead.
+  for (const std::string& name : spec.client_tools()) {
+    if (dispatcher_.QueueFull(name)) {
+      return absl::ResourceExhaustedError(
+          absl::StrCat("tool queue for \"", name, "\" is full (",
+                       dispatcher_.QueueDepth(name), " calls waiting)"));
+    }
+  }
   absl::StatusOr<PreparedTask> prepared = Prepare(spec);
   if (!prepared.ok()) return prepared.status();
-  prepared->task_id = NewTaskId(id_gen_);
+  prepared->task_id = NewTaskId(random_);
   while (tasks_.contains(prepared->task_id)) {
-    prepared->task_id = NewTaskId(id_gen_);
+    prepared->task_id = NewTaskId(random_);
   }
   std::string id = prepared->task_id;
   auto runner = std::make_shared<TaskRunner>(*std::move(prepared), *this);
   tasks_[id] = runner;
+  if (!spec.idempotency_key().empty()) {
+    uncommitted_keys_[spec.idempotency_key()] = id;
+  }
+  owners_[id] = caller.client;
   ++active_tasks_;
+  TakeClientSlot(id);
   ++submitted_;
   runner->Start();
   v1::SubmitTaskResponse response;
@@ -635,8 +778,13 @@ std::string Engine::State::MetricsText() {
   gauge("toolmesh_tool_calls_running", "Client tool calls on workers.",
         "gauge", dispatcher_.running_calls());
   gauge("toolmesh_tool_results_ignored_total",
-        "Worker results ignored as stale or unknown.", "counter",
+        "Worker results ignored: for an attempt never delivered, or from a "
+        "worker that does not hold the call.", "counter",
         static_cast<double>(dispatcher_.ignored_results()));
+  gauge("toolmesh_tool_results_late_total",
+        "Worker results for an earlier attempt or an untracked call, "
+        "checked against the task's ledger.", "counter",
+        static_cast<double>(dispatcher_.late_results()));
   dispatcher_.AppendMetrics(out);
   absl::StrAppend(&out,
                   "# HELP toolmesh_tasks Tasks held by this orchestrator, by "
@@ -662,8 +810,9 @@ std::string Engine::State::MetricsText() {
 }
 
 void Engine::State::ShutdownAll() {
-  Flush();
+  FlushNow();
   for (auto& [id, runner] : tasks_) runner->Shutdown();
+  stopping_ = true;
   auto sessions = std::move(sessions_);
   sessions_.clear();
   for (auto& [session, link] : sessions) {
@@ -719,7 +868,14 @@ TaskRecord Engine::State::RecordOf(const TaskRunner& runner) const {
         TimeUtil::TimestampToNanoseconds(view.finished_at()));
   }
   record.last_seq = runner.last_seq();
-  record.snapshot = common::DumpJson(runner.Snapshot());
+  Json snapshot = runner.Snapshot();
+  // The owning client rides in the snapshot (an opaque JSON object to the
+  // store; older snapshots simply lack it).
+  if (const std::string& owner = OwnerOf(runner.id());
+      !owner.empty() && snapshot.is_object()) {
+    snapshot["owner"] = owner;
+  }
+  record.snapshot = common::DumpJson(snapshot);
   return record;
 }
 
@@ -755,62 +911,90 @@ absl::StatusOr<std::shared_ptr<TaskRunner>> Engine::State::Load(
       record.task_id, std::move(spec), *snapshot, std::move(events), *this);
   if (!runner.ok()) return runner.status();
   (*runner)->touched = false;
+  if (snapshot->is_object()) {
+    const Json owner = snapshot->value("owner", Json());
+    if (owner.is_string() && !owner.get<std::string>().empty()) {
+      owners_[record.task_id] = owner.get<std::string>();
+    }
+  }
   return runner;
 }
 
 void Engine::State::Flush() {
+  // The commit in flight ends with OnCommitted(), whose iteration flushes
+  // again with everything that changed meanwhile.
+  if (committer_.Busy()) return;
   if (touched_.empty() && after_commit_.empty()) return;
+  if (clock_.Now() < retry_commit_at_) return;
   WriteBatch batch;
-  std::vector<std::pair<TaskRunner*, std::uint64_t>> stored;
-  stored.reserve(touched_.size());
+  InFlight flight;
+  flight.runners.reserve(touched_.size());
   for (const std::shared_ptr<TaskRunner>& runner : touched_) {
     // The task row (with its snapshot) only when something other than
-    // streamed deltas changed; events always.
-    if (runner->snapshot_dirty() || runner->stored_seq() == 0) {
+    // streamed deltas and tool transitions changed; events always.
+    if (runner->snapshot_dirty() || runner->batched_seq() == 0) {
       batch.PutTask(RecordOf(*runner));
     }
     const std::uint64_t last = runner->last_seq();
-    for (std::uint64_t seq = runner->stored_seq() + 1; seq <= last; ++seq) {
+    for (std::uint64_t seq = runner->batched_seq() + 1; seq <= last; ++seq) {
       const v1::TaskEvent& event = runner->events()[seq - 1];
       batch.AppendEvent(
           EventRecord{runner->id(), seq, event.SerializeAsString()});
     }
-    stored.emplace_back(runner.get(), last);
+    runner->touched = false;
+    runner->clear_snapshot_dirty();
+    runner->set_batched_seq(last);
+    flight.runners.emplace_back(runner, last);
   }
-  const absl::Time start = absl::Now();
-  absl::Status committed = store_.Commit(batch);
-  const absl::Duration took = absl::Now() - start;
-  commit_time_ += took;
-  commit_latency_.Observe(took);
-  if (!committed.ok()) {
-    LogStoreError("commit", committed);
-    if (!retry_flush_scheduled_) {
-      // Try again soon; until then nothing of it is acknowledged or sent.
-      retry_flush_scheduled_ = true;
-      clock_.ScheduleAfter(absl::Milliseconds(200),
-                           [queue = engine_.queue_, this] {
-                             queue->Post([this] {
-                               retry_flush_scheduled_ = false;
-                             });
-                           });
+  touched_.clear();
+  flight.replies = std::move(after_commit_);
+  after_commit_.clear();
+  inflight_ = std::move(flight);
+  committer_.Start(std::move(batch));
+  // Drive mode commits inline: its effects belong to this iteration.
+  if (!engine_.options_.own_thread) OnCommitted();
+}
+
+void Engine::State::OnCommitted() {
+  if (!committer_.Busy()) return;
+  const Committer::Result result = committer_.Collect();
+  commit_time_ += result.took;
+  commit_latency_.Observe(result.took);
+  InFlight flight = std::move(inflight_);
+  inflight_ = InFlight();
+  if (!result.status.ok()) {
+    LogStoreError("commit", result.status);
+    // All of it goes again with the next batch, ahead of anything newer.
+    for (auto& [runner, last] : flight.runners) {
+      runner->set_batched_seq(runner->stored_seq());
+      runner->mark_snapshot_dirty();
+      Touched(*runner);
     }
+    for (auto& reply : after_commit_) flight.replies.push_back(std::move(reply));
+    after_commit_ = std::move(flight.replies);
+    // Try again shortly; until then nothing of it is acknowledged or sent.
+    retry_commit_at_ = clock_.Now() + kCommitRetryDelay;
+    clock_.ScheduleAfter(kCommitRetryDelay, [queue = engine_.queue_] {
+      queue->Post([] {});  // an iteration, whose Flush() tries again
+    });
     return;
   }
   ++commits_;
-  std::vector<std::shared_ptr<TaskRunner>> touched = std::move(touched_);
-  touched_.clear();
-  for (std::size_t i = 0; i < touched.size(); ++i) {
-    TaskRunner& runner = *touched[i];
-    runner.touched = false;
-    runner.clear_snapshot_dirty();
-    runner.set_stored_seq(stored[i].second);
+  retry_commit_at_ = absl::InfinitePast();
+  for (auto& [runner, last] : flight.runners) {
+    runner->set_stored_seq(last);
+    const std::string& key = runner->spec().idempotency_key();
+    if (!key.empty()) uncommitted_keys_.erase(key);
   }
-  for (std::size_t i = 0; i < touched.size(); ++i) {
-    touched[i]->Published(stored[i].second);
-  }
-  std::vector<absl::AnyInvocable<void()>> replies = std::move(after_commit_);
-  after_commit_.clear();
-  for (auto& reply : replies) reply();
+  for (auto& [runner, last] : flight.runners) runner->Published(last);
+  for (auto& reply : flight.replies) reply();
+}
+
+void Engine::State::FlushNow() {
+  OnCommitted();
+  retry_commit_at_ = absl::InfinitePast();
+  Flush();
+  OnCommitted();
 }
 
 void Engine::State::Recover() {
@@ -820,23 +1004,58 @@ void Engine::State::Recover() {
     LogStoreError("loading unfinished tasks", records.status());
     return;
   }
-  for (const TaskRecord& record : *records) {
-    absl::StatusOr<std::shared_ptr<TaskRunner>> runner = Load(record);
-    if (!runner.ok()) {
-      LogStoreError("recovering task " + record.task_id, runner.status());
-      continue;
+  recovery_started_ = absl::Now();
+  for (TaskRecord& record : *records) {
+    recovery_order_.push_back(record.task_id);
+    std::string id = record.task_id;
+    unrecovered_.emplace(std::move(id), std::move(record));
+  }
+  // Counted from the start, so that the limit on active tasks holds while
+  // recovery runs. (Per-client counts grow as tasks load: their owners are
+  // in the snapshots.)
+  active_tasks_ += static_cast<int>(unrecovered_.size());
+  RecoverSome();
+}
+
+std::shared_ptr<TaskRunner> Engine::State::RecoverOne(
+    const TaskRecord& record) {
+  absl::StatusOr<std::shared_ptr<TaskRunner>> runner = Load(record);
+  if (!runner.ok()) {
+    --active_tasks_;
+    LogStoreError("recovering task " + record.task_id, runner.status());
+    return nullptr;
+  }
+  tasks_[record.task_id] = *runner;
+  TakeClientSlot(record.task_id);
+  ++recovered_;
+  return *std::move(runner);
+}
+
+void Engine::State::RecoverSome() {
+  if (!engine_.ready_.load() || stopping_) return;
+  std::vector<std::shared_ptr<TaskRunner>> loaded;
+  while (loaded.size() < kRecoveryChunk && !recovery_order_.empty()) {
+    auto it = unrecovered_.find(recovery_order_.front());
+    recovery_order_.pop_front();
+    if (it == unrecovered_.end()) continue;  // recovered through Find
+    const TaskRecord record = std::move(it->second);
+    unrecovered_.erase(it);
+    if (std::shared_ptr<TaskRunner> runner = RecoverOne(record)) {
+      loaded.push_back(std::move(runner));
     }
-    tasks_[record.task_id] = *runner;
-    ++active_tasks_;
-    ++recovered_;
+  }
+  // Resumed once the chunk is loaded, as a whole store would be.
+  for (const std::shared_ptr<TaskRunner>& runner : loaded) runner->Resume();
+  if (!recovery_order_.empty()) {
+    engine_.queue_->Post([this] { RecoverSome(); });
+    return;
   }
   if (recovered_ > 0) {
     Log(LogLevel::kInfo, "recovered unfinished tasks",
-        {{"count", std::to_string(recovered_)}});
-  }
-  for (const TaskRecord& record : *records) {
-    auto it = tasks_.find(record.task_id);
-    if (it != tasks_.end()) it->second->Resume();
+        {{"count", std::to_string(recovered_)},
+         {"duration_ms",
+          std::to_string(absl::ToInt64Milliseconds(absl::Now() -
+                                                   recovery_started_))}});
   }
 }
 
@@ -852,8 +1071,11 @@ void Engine::State::Retain() {
     std::string id = std::move(finished_order_.front());
     finished_order_.pop_front();
     auto it = tasks_.find(id);
-    if (it != tasks_.end() && it->second->terminal() && !it->second->touched) {
+    // Only once everything of it is committed: the store has the rest.
+    if (it != tasks_.end() && it->second->terminal() && !it->second->touched &&
+        it->second->stored_seq() == it->second->last_seq()) {
       tasks_.erase(it);
+      owners_.erase(id);
     }
   }
 }
@@ -870,7 +1092,7 @@ Engine::Engine(EngineOptions options, common::Clock& clock,
     state_->Recover();
     ScheduleRetention();
   });
-  thread_ = std::thread([this] { Run(); });
+  if (options_.own_thread) thread_ = std::thread([this] { Run(); });
 }
 
 void Engine::ScheduleRetention() {
@@ -885,7 +1107,13 @@ void Engine::ScheduleRetention() {
 Engine::~Engine() {
   Shutdown();
   queue_->Close();
-  if (thread_.joinable()) thread_.join();
+  if (thread_.joinable()) {
+    thread_.join();
+  } else if (!options_.own_thread) {
+    // What the engine thread would do: run what is left, then stop.
+    while (RunOnce()) {
+    }
+  }
   state_.reset();
 }
 
@@ -893,12 +1121,22 @@ void Engine::Post(absl::AnyInvocable<void()> fn) { queue_->Post(std::move(fn)); 
 
 void Engine::Run() {
   std::deque<absl::AnyInvocable<void()>> batch;
-  while (queue_->Take(batch)) {
-    for (auto& fn : batch) fn();
-    batch.clear();
-    // One store transaction per iteration; replies and events wait for it.
-    state_->Flush();
-  }
+  while (queue_->Take(batch)) RunBatch(batch);
+}
+
+void Engine::RunBatch(std::deque<absl::AnyInvocable<void()>>& batch) {
+  for (auto& fn : batch) fn();
+  batch.clear();
+  // This iteration's changes go to the committer (one transaction per
+  // batch, see committer.h); replies and events wait for their commit.
+  state_->Flush();
+}
+
+bool Engine::RunOnce() {
+  std::deque<absl::AnyInvocable<void()>> batch;
+  if (!queue_->TryTake(batch)) return false;
+  RunBatch(batch);
+  return true;
 }
 
 void Engine::Shutdown() {
@@ -910,6 +1148,16 @@ void Engine::Shutdown() {
       shut_down_ = true;
     });
     if (!posted) return;
+  }
+  if (!options_.own_thread) {
+    // Drive mode: the caller is the engine thread.
+    while (true) {
+      {
+        absl::MutexLock lock(&mu_);
+        if (shut_down_) return;
+      }
+      if (!RunOnce()) return;
+    }
   }
   // Wait until the engine thread has shut everything down (also when
   // another thread started the shutdown).
@@ -942,9 +1190,24 @@ bool Engine::Ready() const { return ready_.load(); }
 
 void Engine::SubmitTask(v1::SubmitTaskRequest request,
                         Reply<v1::SubmitTaskResponse> reply) {
-  TOOLMESH_ENGINE_CALL(reply, {
+  SubmitTask(Caller{kAnonymousClient}, std::move(request), std::move(reply));
+}
+
+void Engine::SubmitTask(Caller caller, v1::SubmitTaskRequest request,
+                        Reply<v1::SubmitTaskResponse> reply) {
+  // TOOLMESH_ENGINE_CALL, with the caller carried along.
+  if (!ready_.load()) {
+    reply(Unavailable());
+    return;
+  }
+  Post([this, caller = std::move(caller), request = std::move(request),
+        reply = std::move(reply)]() mutable {
+    if (!ready_.load()) {
+      reply(Unavailable());
+      return;
+    }
     absl::StatusOr<v1::SubmitTaskResponse> response =
-        state_->Submit(std::move(request));
+        state_->Submit(caller, std::move(request));
     // Acknowledged only once the task is stored.
     state_->AfterCommit([reply = std::move(reply),
                          response = std::move(response)]() mutable {

@@ -38,9 +38,18 @@ namespace toolmesh::orchestrator {
 struct EngineOptions {
   // max_turns for a task that gives 0.
   std::uint32_t default_max_turns = 32;
+  // The largest max_turns a spec may ask for (INVALID_ARGUMENT beyond);
+  // 0: no limit.
+  std::uint32_t max_turns_limit = 0;
+  // The deadline of a task whose spec gives none: accepted at + this.
+  // ZeroDuration: no deadline (the daemon's --default-task-timeout is 1h).
+  absl::Duration default_task_timeout = absl::ZeroDuration();
   // Tasks not yet terminal at most; SubmitTask beyond is
   // RESOURCE_EXHAUSTED.
   int max_active_tasks = 10000;
+  // Tasks not yet terminal per client principal (Caller::client) at most;
+  // SubmitTask beyond is RESOURCE_EXHAUSTED. 0: unlimited.
+  int max_tasks_per_client = 0;
   // Retries of one turn's model request (SDK defaults).
   common::RetryPolicyOptions retry;
   DispatcherOptions dispatch;
@@ -56,17 +65,24 @@ struct EngineOptions {
   absl::Duration retention_interval = absl::Minutes(1);
   // Finished tasks kept in memory; older ones are read from the store.
   std::size_t finished_in_memory = 1000;
+  // True: the engine runs its own thread (the daemon). False (drive mode,
+  // for the deterministic simulation): no thread is started and the caller
+  // runs the engine from one thread with RunOnce(); Shutdown() and the
+  // destructor then run the queue on the calling thread.
+  bool own_thread = true;
 };
 
 class Engine final : public EngineApi {
  public:
   // `clock`, `transport`, `random` and `store` must outlive the engine. The
-  // engine thread starts here; its first work is to reload the unfinished
-  // tasks of `store` and continue them.
+  // engine thread starts here (unless options.own_thread is false); its
+  // first work is to reload the unfinished tasks of `store` and continue
+  // them. Task ids are drawn from `random`.
   Engine(EngineOptions options, common::Clock& clock,
          common::ModelTransport& transport, common::RandomSource& random,
          Store& store);
-  // Shutdown(), then joins the engine thread.
+  // Shutdown(), then joins the engine thread (drive mode: runs what is
+  // left in the queue on the calling thread).
   ~Engine() override;
 
   Engine(const Engine&) = delete;
@@ -76,16 +92,28 @@ class Engine final : public EngineApi {
   // Dropped (destroyed unrun) once the engine has stopped.
   void Post(absl::AnyInvocable<void()> fn);
 
+  // Drive mode only (EngineOptions::own_thread = false): runs everything
+  // queued now as one engine iteration (then one store commit, events and
+  // replies), on the calling thread, which acts as the engine thread.
+  // Returns false, doing nothing, when nothing was queued. Never blocks.
+  // Work that the iteration posts runs at the next call.
+  bool RunOnce();
+
   // Stops accepting work (not from the engine thread): Ready() turns false, new RPCs get UNAVAILABLE,
   // watchers get OnEnd(UNAVAILABLE), worker streams are closed with
   // UNAVAILABLE, model streams are cancelled. Tasks stay where they are
   // (a restart with a store resumes them). Blocks until the engine thread
-  // has done this. Idempotent.
+  // has done this (in drive mode it does it on the calling thread, which
+  // must be the driving thread). Idempotent.
   void Shutdown();
 
   // EngineApi.
-  void SubmitTask(v1::SubmitTaskRequest request,
+  void SubmitTask(Caller caller, v1::SubmitTaskRequest request,
                   Reply<v1::SubmitTaskResponse> reply) override;
+  // SubmitTask() as the anonymous client (kAnonymousPrincipal of
+  // orchestrator/grpc/auth.h), for in-process callers without a caller.
+  void SubmitTask(v1::SubmitTaskRequest request,
+                  Reply<v1::SubmitTaskResponse> reply);
   void GetTask(v1::GetTaskRequest request,
                Reply<v1::GetTaskResponse> reply) override;
   void CancelTask(v1::CancelTaskRequest request,
@@ -110,6 +138,8 @@ class Engine final : public EngineApi {
   class State;  // everything the engine thread owns
 
   void Run();
+  // One engine iteration: runs `batch`, then commits.
+  void RunBatch(std::deque<absl::AnyInvocable<void()>>& batch);
   void ScheduleRetention();
 
   const EngineOptions options_;

@@ -13,6 +13,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <string>
 
 #include "absl/functional/any_invocable.h"
 #include "absl/status/status.h"
@@ -62,6 +63,17 @@ class WorkerLink {
   virtual void Close(const absl::Status& status) = 0;
 };
 
+// The client name of every caller when client authentication is off.
+inline constexpr char kAnonymousClient[] = "anonymous";
+
+// Who made a TaskService call, as the service's authentication found it.
+struct Caller {
+  // The client principal's name (orchestrator/grpc/auth.h): the name of
+  // the token it presented, or "anonymous" when client authentication is
+  // off.
+  std::string client;
+};
+
 // Identifies one Connect stream for the life of the process (never 0, never
 // reused). Obtained from NewWorkerSession().
 using WorkerSessionId = std::uint64_t;
@@ -74,7 +86,13 @@ class EngineApi {
   // Each Reply carries the RPC's response or a status with the codes and
   // messages named in task_service.proto. `request.spec`'s JSON-text
   // fields are validated here, not in the service.
-  virtual void SubmitTask(v1::SubmitTaskRequest request,
+  //
+  // `caller` is who submits: the task is owned by `caller.client` (stored
+  // with it, so it survives a restart), and counts against that client's
+  // limit of active tasks (RESOURCE_EXHAUSTED "client X has N active tasks
+  // (limit N)"). An idempotent resubmission of an existing task is never
+  // refused by that limit.
+  virtual void SubmitTask(Caller caller, v1::SubmitTaskRequest request,
                           Reply<v1::SubmitTaskResponse> reply) = 0;
   virtual void GetTask(v1::GetTaskRequest request,
                        Reply<v1::GetTaskResponse> reply) = 0;

@@ -140,6 +140,13 @@ bool EngineQueue::Take(std::deque<absl::AnyInvocable<void()>>& out) {
   return true;
 }
 
+bool EngineQueue::TryTake(std::deque<absl::AnyInvocable<void()>>& out) {
+  absl::MutexLock lock(&mu_);
+  if (queue_.empty()) return false;
+  out.swap(queue_);
+  return true;
+}
+
 void EngineQueue::Close() {
   absl::MutexLock lock(&mu_);
   closed_ = true;
@@ -470,15 +477,31 @@ void TaskRunner::CommitStep(const Json& message) {
 
 void TaskRunner::MaybeSendToolResults() {
   if (phase_ != Phase::kWaitingTools || terminal()) return;
-  std::vector<std::string> pending = conversation_.PendingToolUseIds();
+  // Called on every result: the ids are read once per step, and the
+  // results are built only once every call has ended (cheap state checks
+  // until then, resumed where the last check stopped).
+  const std::pair<int, std::size_t> key(waiting_step_,
+                                        conversation_.messages().size());
+  if (pending_key_ != key) {
+    pending_key_ = key;
+    pending_ids_.clear();
+    for (std::string& id : conversation_.PendingToolUseIds()) {
+      pending_ids_.emplace_back(std::move(id));
+    }
+    first_open_ = 0;
+  }
+  for (; first_open_ < pending_ids_.size(); ++first_open_) {
+    const common::ToolEntry* entry = ledger_.Get(pending_ids_[first_open_]);
+    if (entry != nullptr && !IsTerminal(entry->state)) return;
+  }
   std::vector<Json> results;
-  results.reserve(pending.size());
-  for (const std::string& id : pending) {
-    absl::StatusOr<Json> result = ledger_.ToolResultFor(ToolUseId(id));
+  results.reserve(pending_ids_.size());
+  for (const ToolUseId& id : pending_ids_) {
+    absl::StatusOr<Json> result = ledger_.ToolResultFor(id);
     if (!result.ok()) {
       if (absl::IsFailedPrecondition(result.status())) return;  // running
       FailTask("internal_error",
-               absl::StrCat("no result for tool ", id, ": ",
+               absl::StrCat("no result for tool ", id.value(), ": ",
                             result.status().message()));
       return;
     }
@@ -706,6 +729,34 @@ void TaskRunner::OnCallFailed(const CallRef& call, ErrorReason reason,
   const common::ToolEntry* entry = ledger_.Get(id);
   if (entry == nullptr || entry->attempt != call.attempt) return;
   ledger_.Fail(id, reason, message);
+  FlushTransitions();
+  MaybeSendToolResults();
+}
+
+void TaskRunner::OnLateResult(const CallRef& call, const std::string& worker_id,
+                              Json content, bool is_error) {
+  ToolUseId id(call.tool_use_id);
+  const common::ToolEntry* entry = ledger_.Get(id);
+  if (entry == nullptr || IsTerminal(entry->state)) return;
+  const int current = entry->attempt;
+  if (ledger_.CompleteClientEarlierAttempt(id, call.attempt, std::move(content),
+                                           is_error) !=
+      common::LedgerOutcome::kApplied) {
+    return;
+  }
+  Log(LogLevel::kInfo, "accepted the result of an earlier attempt",
+      {{"task_id", task_id_},
+       {"tool_use_id", call.tool_use_id},
+       {"attempt", std::to_string(call.attempt)},
+       {"current_attempt", std::to_string(current)},
+       {"worker_id", worker_id}});
+  // The current delivery is superseded: dequeued, or cancelled where it
+  // runs.
+  env_.dispatcher().Cancel(task_id_, call.tool_use_id,
+                           v1::CANCEL_REASON_SUPERSEDED,
+                           absl::StrCat("attempt ", call.attempt,
+                                        " finished first"));
+  workers_[id] = worker_id;
   FlushTransitions();
   MaybeSendToolResults();
 }
@@ -1219,6 +1270,7 @@ absl::StatusOr<std::shared_ptr<TaskRunner>> TaskRunner::Restore(
   }
   r.events_ = std::move(events);
   r.stored_seq_ = r.events_.size();
+  r.batched_seq_ = r.events_.size();
   r.published_seq_ = r.events_.size();
   r.snapshot_dirty_ = false;
   return runner;

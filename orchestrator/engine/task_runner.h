@@ -31,12 +31,14 @@
 // Thread-safety: thread-compatible; used only on the engine thread.
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 #include <deque>
 #include <memory>
 #include <optional>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include "absl/container/flat_hash_map.h"
@@ -74,6 +76,8 @@ class EngineQueue {
   // Blocks until work is queued or the queue is closed; moves the queued
   // work into `out`. False once closed and empty.
   bool Take(std::deque<absl::AnyInvocable<void()>>& out);
+  // Like Take() without blocking: false when nothing is queued.
+  bool TryTake(std::deque<absl::AnyInvocable<void()>>& out);
   // Refuses further posts; Take() returns what is left, then false.
   void Close();
 
@@ -159,6 +163,11 @@ class TaskRunner : public std::enable_shared_from_this<TaskRunner>,
                   bool counts_as_attempt);
   void OnCallFailed(const CallRef& call, common::ErrorReason reason,
                     std::string_view message);
+  // A finished result of an earlier attempt (DispatchListener::
+  // OnLateResult): completes the call if it has not ended and cancels its
+  // current delivery; otherwise ignored.
+  void OnLateResult(const CallRef& call, const std::string& worker_id,
+                    common::Json content, bool is_error);
 
   // Watchers. Replays stored events with seq > after_seq, then streams live
   // ones; ends the subscriber at once after a terminal event.
@@ -195,9 +204,16 @@ class TaskRunner : public std::enable_shared_from_this<TaskRunner>,
   // Whether the snapshot changed since clear_snapshot_dirty().
   bool snapshot_dirty() const { return snapshot_dirty_; }
   void clear_snapshot_dirty() { snapshot_dirty_ = false; }
-  // Events up to this seq were handed to the store.
+  void mark_snapshot_dirty() { snapshot_dirty_ = true; }
+  // Events up to this seq are committed.
   std::uint64_t stored_seq() const { return stored_seq_; }
-  void set_stored_seq(std::uint64_t seq) { stored_seq_ = seq; }
+  void set_stored_seq(std::uint64_t seq) {
+    stored_seq_ = std::max(stored_seq_, seq);
+  }
+  // Events up to this seq are in a store batch (committed or in flight);
+  // >= stored_seq(). A failed commit sets it back to stored_seq().
+  std::uint64_t batched_seq() const { return batched_seq_; }
+  void set_batched_seq(std::uint64_t seq) { batched_seq_ = seq; }
   // Events up to `seq` are durable: watchers get them now.
   void Published(std::uint64_t seq);
   // Set while the engine has this runner on its list of touched runners.
@@ -297,7 +313,14 @@ class TaskRunner : public std::enable_shared_from_this<TaskRunner>,
   std::vector<v1::TaskEvent> events_;
   std::vector<Subscriber> subscribers_;
   bool snapshot_dirty_ = true;
+  // MaybeSendToolResults' view of the step waiting for tools: the ids
+  // (read for (waiting_step_, message count) = pending_key_) and the first
+  // one not known to be terminal.
+  std::pair<int, std::size_t> pending_key_{-1, 0};
+  std::vector<common::ToolUseId> pending_ids_;
+  std::size_t first_open_ = 0;
   std::uint64_t stored_seq_ = 0;
+  std::uint64_t batched_seq_ = 0;
   std::uint64_t published_seq_ = 0;
   std::uint32_t max_tool_attempts_ = 3;
 

@@ -59,11 +59,12 @@ class FakeEngine final : public EngineApi {
   }
 
   // --- TaskService ---------------------------------------------------------
-  void SubmitTask(v1::SubmitTaskRequest request,
+  void SubmitTask(Caller caller, v1::SubmitTaskRequest request,
                   Reply<v1::SubmitTaskResponse> reply) override {
     {
       absl::MutexLock lock(&mu_);
       submitted_.push_back(request);
+      callers_.push_back(std::move(caller.client));
     }
     if (request.spec().model().empty()) {
       reply(absl::InvalidArgumentError("spec.model: required"));
@@ -206,6 +207,10 @@ class FakeEngine final : public EngineApi {
     absl::MutexLock lock(&mu_);
     return submitted_;
   }
+  std::vector<std::string> callers() {
+    absl::MutexLock lock(&mu_);
+    return callers_;
+  }
   int unary_calls() {
     absl::MutexLock lock(&mu_);
     return unary_calls_;
@@ -241,6 +246,7 @@ class FakeEngine final : public EngineApi {
   absl::Status get_task_status_ ABSL_GUARDED_BY(mu_);
   bool drop_list_tasks_reply_ ABSL_GUARDED_BY(mu_) = false;
   std::vector<v1::SubmitTaskRequest> submitted_ ABSL_GUARDED_BY(mu_);
+  std::vector<std::string> callers_ ABSL_GUARDED_BY(mu_);
   int unary_calls_ ABSL_GUARDED_BY(mu_) = 0;
   std::vector<v1::WatchTaskRequest> watch_requests_ ABSL_GUARDED_BY(mu_);
   std::vector<std::shared_ptr<EventSubscriber>> watchers_
@@ -339,6 +345,8 @@ TEST_F(ServicesTest, SubmitTaskPassesRequestAndResponseThrough) {
   std::vector<v1::SubmitTaskRequest> submitted = engine_.submitted();
   ASSERT_EQ(submitted.size(), 1u);
   EXPECT_EQ(submitted[0].spec().prompt(), "What is 2+2?");
+  // The one client token of the fixture is named "default".
+  EXPECT_EQ(engine_.callers(), std::vector<std::string>{"default"});
 }
 
 TEST_F(ServicesTest, EngineErrorsKeepTheirCodeAndMessage) {
@@ -701,13 +709,13 @@ TEST_F(ServicesTest, TaskServiceWithoutTokenIsUnauthenticated) {
   EXPECT_EQ(engine_.unary_calls(), 0);
 }
 
-TEST_F(ServicesTest, TaskServiceWithWrongTokenIsPermissionDenied) {
+TEST_F(ServicesTest, TaskServiceWithUnknownTokenIsUnauthenticated) {
   grpc::ClientContext context;
   Prepare(context, "client-secret-X");
   v1::GetTaskResponse response;
   grpc::Status status =
       tasks_->GetTask(&context, v1::GetTaskRequest(), &response);
-  EXPECT_EQ(status.error_code(), grpc::StatusCode::PERMISSION_DENIED);
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::UNAUTHENTICATED);
   EXPECT_THAT(status.error_message(), ::testing::Not(HasSubstr("secret")));
   EXPECT_EQ(engine_.unary_calls(), 0);
 }
@@ -751,7 +759,7 @@ TEST_F(ServicesTest, WorkerServiceChecksTheWorkerToken) {
   };
   for (const Case& c : {Case{nullptr, grpc::StatusCode::UNAUTHENTICATED},
                         Case{kClientToken, grpc::StatusCode::PERMISSION_DENIED},
-                        Case{"nope", grpc::StatusCode::PERMISSION_DENIED}}) {
+                        Case{"nope", grpc::StatusCode::UNAUTHENTICATED}}) {
     grpc::ClientContext context;
     Prepare(context, c.token);
     auto stream = workers_->Connect(&context);
@@ -774,27 +782,34 @@ TEST_F(ServicesTest, WorkerServiceChecksTheWorkerToken) {
   EXPECT_TRUE(stream->Finish().ok());
 }
 
-TEST(AuthTest, CheckBearerMapsCredentialsToCodes) {
-  EXPECT_TRUE(CheckBearer(std::nullopt, "").ok());
-  EXPECT_TRUE(CheckBearer("anything", "").ok());
-  EXPECT_TRUE(CheckBearer("Bearer abc", "abc").ok());
-  EXPECT_TRUE(CheckBearer("bearer abc", "abc").ok());
-  EXPECT_EQ(CheckBearer(std::nullopt, "abc").code(),
+TEST(AuthTest, ParseBearerTakesOnlyBearerCredentials) {
+  EXPECT_EQ(ParseBearer("Bearer abc").value_or(""), "abc");
+  EXPECT_EQ(ParseBearer("bearer abc").value_or(""), "abc");
+  EXPECT_EQ(ParseBearer("BEARER  abc").value_or(""), "abc");
+  for (const char* bad : {"Basic abc", "Bearer", "Bearer ", "Bearerabc", ""}) {
+    EXPECT_EQ(ParseBearer(bad).status().code(),
+              absl::StatusCode::kUnauthenticated)
+        << bad;
+  }
+  EXPECT_EQ(ParseBearer(std::nullopt).status().code(),
             absl::StatusCode::kUnauthenticated);
-  EXPECT_EQ(CheckBearer("Basic abc", "abc").code(),
-            absl::StatusCode::kUnauthenticated);
-  EXPECT_EQ(CheckBearer("Bearer", "abc").code(),
-            absl::StatusCode::kUnauthenticated);
-  EXPECT_EQ(CheckBearer("Bearer ", "abc").code(),
-            absl::StatusCode::kUnauthenticated);
-  EXPECT_EQ(CheckBearer("Bearerabc", "abc").code(),
-            absl::StatusCode::kUnauthenticated);
-  EXPECT_EQ(CheckBearer("Bearer abd", "abc").code(),
+}
+
+TEST(AuthTest, WrongTokensAreUnauthenticatedOtherRolesPermissionDenied) {
+  Authenticator auth("abc", "xyz");
+  EXPECT_TRUE(auth.AuthenticateClient("Bearer abc").ok());
+  for (const char* wrong : {"Bearer abd", "Bearer abcd", "Bearer ab"}) {
+    EXPECT_EQ(auth.AuthenticateClient(wrong).status().code(),
+              absl::StatusCode::kUnauthenticated)
+        << wrong;
+  }
+  EXPECT_EQ(auth.AuthenticateClient("Bearer xyz").status().code(),
             absl::StatusCode::kPermissionDenied);
-  EXPECT_EQ(CheckBearer("Bearer abcd", "abc").code(),
+  EXPECT_EQ(auth.AuthenticateWorker("Bearer abc").status().code(),
             absl::StatusCode::kPermissionDenied);
-  EXPECT_EQ(CheckBearer("Bearer ab", "abc").code(),
-            absl::StatusCode::kPermissionDenied);
+  Authenticator open("", "");
+  EXPECT_TRUE(open.AuthenticateClient("anything").ok());
+  EXPECT_TRUE(open.AuthenticateWorker(std::nullopt).ok());
 }
 
 TEST(AuthTest, ConstantTimeEqualsComparesWholeStrings) {

@@ -5,8 +5,11 @@
 #include <memory>
 #include <utility>
 
+#include "absl/strings/str_cat.h"
+#include "common/json.h"
 #include "orchestrator/grpc/status_conversion.h"
 #include "orchestrator/grpc/stream_writer.h"
+#include "worker/input_validator.h"
 
 namespace toolmesh::orchestrator {
 namespace {
@@ -69,6 +72,31 @@ grpc::ServerUnaryReactor* HandleUnary(EngineApi& engine,
   (engine.*method)(*request, Reply<Response>(
                                  UnaryAnswer<Response>(reactor, response)));
   return reactor;
+}
+
+// The input_schema of every tool definition in spec.server_tools_json that
+// has one (a custom tool passed through) must be a JSON Schema the workers
+// could check inputs against. Entries that are not JSON objects are left
+// to the engine, which names them.
+absl::Status CheckToolSchemas(const v1::TaskSpec& spec) {
+  for (int i = 0; i < spec.server_tools_json_size(); ++i) {
+    absl::StatusOr<common::Json> tool =
+        common::ParseJson(spec.server_tools_json(i));
+    if (!tool.ok() || !tool->is_object()) continue;
+    auto schema = tool->find("input_schema");
+    if (schema == tool->end()) continue;
+    absl::StatusOr<worker::InputValidator> compiled =
+        worker::InputValidator::Compile(*schema);
+    if (compiled.ok()) continue;
+    const common::Json name = tool->value("name", common::Json());
+    return absl::InvalidArgumentError(absl::StrCat(
+        rpc::FieldPath("spec.server_tools_json", static_cast<std::size_t>(i)),
+        ": tool ",
+        name.is_string() ? absl::StrCat("\"", name.get<std::string>(), "\"")
+                         : std::string("without a name"),
+        ": ", compiled.status().message()));
+  }
+  return absl::OkStatus();
 }
 
 class WatchReactor;
@@ -157,8 +185,22 @@ TaskServiceImpl::TaskServiceImpl(EngineApi& engine, Authenticator auth,
 grpc::ServerUnaryReactor* TaskServiceImpl::SubmitTask(
     grpc::CallbackServerContext* context, const v1::SubmitTaskRequest* request,
     v1::SubmitTaskResponse* response) {
-  return HandleUnary(engine_, auth_, context, request, response,
-                     &EngineApi::SubmitTask);
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  absl::StatusOr<std::string> client = auth_.AuthenticateClient(*context);
+  if (!client.ok()) {
+    reactor->Finish(rpc::ToGrpcStatus(client.status()));
+    return reactor;
+  }
+  if (absl::Status schemas = CheckToolSchemas(request->spec());
+      !schemas.ok()) {
+    reactor->Finish(rpc::ToGrpcStatus(schemas));
+    return reactor;
+  }
+  engine_.SubmitTask(Caller{*std::move(client)}, *request,
+                     Reply<v1::SubmitTaskResponse>(
+                         UnaryAnswer<v1::SubmitTaskResponse>(reactor,
+                                                             response)));
+  return reactor;
 }
 
 grpc::ServerUnaryReactor* TaskServiceImpl::GetTask(

@@ -1,9 +1,13 @@
 // TaskServiceImpl: toolmesh.v1.TaskService on gRPC's callback API, a thin
 // layer over EngineApi (orchestrator/engine/engine_api.h).
 //
-// Each RPC authenticates the call (Authenticator::CheckClient), hands the
-// request to the engine and returns; the engine answers on its own thread
-// and the answer finishes the call. Unary RPCs use the default unary
+// Each RPC authenticates the call (Authenticator::AuthenticateClient), hands
+// the request to the engine and returns; the engine answers on its own
+// thread and the answer finishes the call. SubmitTask passes the client
+// principal's name to the engine (per-client task limits), and first
+// checks that every input_schema in spec.server_tools_json is a valid JSON
+// Schema (INVALID_ARGUMENT naming the field and the tool; the worker's
+// InputValidator decides). Unary RPCs use the default unary
 // reactor. WatchTask uses a write reactor whose engine-facing half, an
 // EventSubscriber, is a separate object shared by the engine and the
 // reactor, so the engine may keep it after the call is gone:

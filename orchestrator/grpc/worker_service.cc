@@ -8,14 +8,48 @@
 
 #include "absl/base/thread_annotations.h"
 #include "absl/synchronization/mutex.h"
+#include "absl/strings/str_cat.h"
+#include "common/json.h"
 #include "orchestrator/grpc/status_conversion.h"
 #include "orchestrator/grpc/stream_writer.h"
+#include "worker/input_validator.h"
 
 namespace toolmesh::orchestrator {
 namespace {
 
 using ConnectReactorBase =
     grpc::ServerBidiReactor<v1::WorkerMessage, v1::OrchestratorMessage>;
+
+// Every tool of `hello` must carry an input_schema that is a JSON Schema
+// the worker can check inputs against (a JSON object with "type":
+// "object" that a Draft 7 validator accepts); the model would otherwise be
+// offered a tool the API or the worker refuses. INVALID_ARGUMENT naming the
+// tool. Text that is not JSON at all is left to the engine, which names it
+// the same way it always did.
+absl::Status CheckHelloSchemas(const v1::Hello& hello) {
+  for (int i = 0; i < hello.tools_size(); ++i) {
+    const v1::ToolDefinition& tool = hello.tools(i);
+    absl::StatusOr<common::Json> schema =
+        common::ParseJson(tool.input_schema_json());
+    if (!schema.ok()) continue;
+    absl::StatusOr<worker::InputValidator> compiled =
+        worker::InputValidator::Compile(*schema);
+    if (!compiled.ok()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("Hello.tools[", i, "] (tool \"", tool.name(),
+                       "\"): ", compiled.status().message()));
+    }
+  }
+  return absl::OkStatus();
+}
+
+v1::OrchestratorMessage RejectedMessage(const absl::Status& status) {
+  v1::OrchestratorMessage message;
+  message.mutable_rejected()->set_code(
+      static_cast<std::int32_t>(rpc::ToGrpcCode(status.code())));
+  message.mutable_rejected()->set_message(std::string(status.message()));
+  return message;
+}
 
 class ConnectReactor;
 
@@ -46,11 +80,16 @@ class WorkerStream final : public WorkerLink,
       return false;
     }
     bool not_hello = false;
+    absl::Status bad_hello;
     {
       absl::MutexLock lock(&engine_mu_);
       if (gone_reported_) return false;
       if (session_ != 0) {
         engine_.WorkerMessage(session_, std::move(message));
+      } else if (message.message_case() == v1::WorkerMessage::kHello &&
+                 !(bad_hello = CheckHelloSchemas(message.hello())).ok()) {
+        // Refused before the engine heard of it: nothing to report later.
+        gone_reported_ = true;
       } else if (message.message_case() == v1::WorkerMessage::kHello) {
         session_ = engine_.NewWorkerSession();
         engine_.WorkerHello(session_, shared_from_this(),
@@ -60,6 +99,11 @@ class WorkerStream final : public WorkerLink,
         gone_reported_ = true;
         not_hello = true;
       }
+    }
+    if (!bad_hello.ok()) {
+      writer_.Push(RejectedMessage(bad_hello));
+      writer_.Close(rpc::ToGrpcStatus(bad_hello));
+      return false;
     }
     if (not_hello) {
       writer_.Close(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,

@@ -6,7 +6,11 @@
 // may keep the link after the stream is gone (Send() then drops messages).
 //   - The call is authenticated first (Authenticator::CheckWorker).
 //   - The first worker message must be Hello (else the stream ends with
-//     INVALID_ARGUMENT and the engine hears nothing); it gets a fresh
+//     INVALID_ARGUMENT and the engine hears nothing). A Hello whose tool
+//     has an input_schema that is JSON but not a valid JSON Schema for
+//     tool input (the worker's InputValidator refuses it) is answered
+//     Rejected and the stream ends with INVALID_ARGUMENT naming the tool;
+//     the engine hears nothing either. Otherwise the Hello gets a fresh
 //     session id and goes to EngineApi::WorkerHello with the link; every
 //     later message goes to EngineApi::WorkerMessage, in order.
 //   - Send() queues (unbounded: the engine bounds what it assigns) and

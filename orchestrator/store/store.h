@@ -2,8 +2,10 @@
 //
 // The engine thread persists everything a client or the model may depend on
 // (ARCHITECTURE.md "Durability") through this interface, grouped into one
-// WriteBatch per engine loop iteration and committed atomically before the
-// iteration's effects are acknowledged or sent on. On start it reloads the
+// WriteBatch per commit (an engine loop iteration, or all the iterations
+// that ran while the previous commit was being written: see
+// orchestrator/engine/committer.h) and committed atomically before those
+// effects are acknowledged or sent on. On start it reloads the
 // unfinished tasks; WatchTask replays events from here; ListTasks pages
 // through tasks that are no longer held in memory.
 //
@@ -30,8 +32,10 @@
 //     documented there.
 //
 // Thread-safety: WriteBatch is a value type. Store implementations are
-// thread-compatible: one thread at a time (the engine thread) calls any
-// method, reads included; they hold no locks and start no threads.
+// thread-compatible: one thread at a time calls any method, reads included;
+// they hold no locks and start no threads. (The engine commits on its
+// committer thread and reads on the engine thread, serialized by
+// SerializedStore.)
 #pragma once
 
 #include <cstddef>

@@ -852,6 +852,51 @@ TEST_F(ClusterTest, OrchestratorKilledMidToolResumesAfterRestart) {
   ExpectFakeApiAcceptedEverything();
 }
 
+// The worker keeps running its call while the orchestrator is down and
+// sends the result of attempt 1 once it is connected again. The restarted
+// orchestrator had re-queued the call as attempt 2 (the worker's one slot
+// is busy, so attempt 2 waits there): it takes the finished attempt-1
+// result, cancels attempt 2, and the task goes on with that result.
+TEST_F(ClusterTest, FinishedOldAttemptIsAcceptedAfterRestart) {
+  ASSERT_NO_FATAL_FAILURE(StartCluster(Options(
+      "restart_one_sleep.json", {{"w1", Json::array({SleepTool()}), 1}})));
+  absl::StatusOr<std::string> id =
+      cluster_->Submit(MakeSpec("Take a nap.", {"sleep"}));
+  ASSERT_THAT(id, IsOk());
+  bool killed = false;
+  TaskRun before = cluster_->Watch(
+      *id, kTaskTimeout,
+      [&](const v1::TaskEvent& event) {
+        if (!killed && event.has_tool_transition() &&
+            event.tool_transition().state() == v1::TOOL_CALL_STATE_RUNNING) {
+          killed = true;
+          ASSERT_THAT(cluster_->RestartOrchestrator(), IsOk());
+        }
+      },
+      /*omit_deltas=*/true);
+  ASSERT_TRUE(killed) << before.Dump();
+
+  TaskRun all = cluster_->Watch(*id, kTaskTimeout, nullptr,
+                                /*omit_deltas=*/true);
+  ASSERT_COMPLETED(all, "end_turn");
+  ExpectEveryToolEnded(all);
+  const std::vector<std::string> ids = all.ToolIdsNamed("sleep");
+  ASSERT_EQ(ids.size(), 1u) << all.Dump();
+  const std::vector<v1::ToolTransition> t = all.Transitions(ids[0]);
+  ASSERT_FALSE(t.empty());
+  EXPECT_EQ(t.back().state(), v1::TOOL_CALL_STATE_DONE) << all.Dump();
+  EXPECT_EQ(t.back().attempt(), 2u) << all.Dump();
+  EXPECT_THAT(t.back().message(),
+              HasSubstr("result of attempt 1 (finished after attempt 2"))
+      << all.Dump();
+  EXPECT_THAT(t.back().result_json(), HasSubstr("1500")) << all.Dump();
+  const Json conversation = all.Conversation();
+  EXPECT_THAT(ToolResultProblems(conversation), IsEmpty())
+      << common::DumpJsonPretty(conversation);
+  EXPECT_EQ(BlocksOfType(conversation, "tool_result").size(), 1u);
+  ExpectFakeApiAcceptedEverything();
+}
+
 // An idempotency key survives a restart: the same submission returns the
 // same task, a different one is refused.
 TEST_F(ClusterTest, IdempotentSubmissionAcrossRestart) {
