@@ -9,6 +9,8 @@
 #include <fstream>
 #include <memory>
 #include <sstream>
+#include <string>
+#include <utility>
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
@@ -94,9 +96,23 @@ absl::Duration Samples::Mean() const {
   return sum / static_cast<std::int64_t>(values_.size());
 }
 
+namespace {
+// The suffix of the innermost live ScopedKeySuffix.
+std::string& KeySuffix() {
+  static std::string* suffix = new std::string();
+  return *suffix;
+}
+}  // namespace
+
+ScopedKeySuffix::ScopedKeySuffix(std::string suffix)
+    : previous_(std::exchange(KeySuffix(), std::move(suffix))) {}
+
+ScopedKeySuffix::~ScopedKeySuffix() { KeySuffix() = std::move(previous_); }
+
 void Print(std::string_view key, std::string_view value) {
-  std::printf("%.*s=%.*s\n", static_cast<int>(key.size()), key.data(),
-              static_cast<int>(value.size()), value.data());
+  const std::string& suffix = KeySuffix();
+  std::printf("%.*s%s=%.*s\n", static_cast<int>(key.size()), key.data(),
+              suffix.c_str(), static_cast<int>(value.size()), value.data());
   std::fflush(stdout);
 }
 

@@ -45,6 +45,21 @@ void Print(std::string_view key, std::int64_t value);
 // `target_<name>=pass|fail`.
 void PrintTarget(std::string_view name, bool pass);
 
+// While alive, appends `suffix` to every key Print/PrintTarget write (e.g.
+// "_memory" for a second run of the same phases with durability off), so
+// both runs' figures stand side by side in one output. Scopes nest: the
+// innermost suffix applies. Use from the printing thread only.
+class ScopedKeySuffix {
+ public:
+  explicit ScopedKeySuffix(std::string suffix);
+  ~ScopedKeySuffix();
+  ScopedKeySuffix(const ScopedKeySuffix&) = delete;
+  ScopedKeySuffix& operator=(const ScopedKeySuffix&) = delete;
+
+ private:
+  std::string previous_;
+};
+
 double Micros(absl::Duration d);
 double Millis(absl::Duration d);
 

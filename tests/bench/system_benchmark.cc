@@ -25,9 +25,9 @@
 //              until a worker runs a call again (ListWorkers running_calls
 //              > 0), and until every call is re-dispatched.
 //
-// Durability: the orchestrator has no switch to turn its store off (a
-// `--store memory` flag would be needed), so every figure is durability on;
-// `durability_off=unavailable` says so in the output.
+// Durability: dispatch runs its phases twice, on the default SQLite store
+// (every commit fsynced) and with `--store memory`; the second run's keys
+// end in `_memory`, so the ratio of the two is measured in one run.
 //
 // Usage: system_benchmark dispatch|tasks10k [--floor-p50-us X] [flags]
 // (see kUsage). Every wait is bounded; a failure prints one line on stderr
@@ -449,6 +449,40 @@ absl::Status RunTurnOverhead(Cluster& cluster, const Flags& flags) {
   return absl::OkStatus();
 }
 
+// One cluster (fake API, orchestrator with `store_args`, 2 echo workers) and
+// the three dispatch phases on it.
+absl::Status RunDispatchPhases(const Flags& flags, double floor_us,
+                               const Json& scenario,
+                               std::vector<std::string> store_args) {
+  ClusterOptions options;
+  options.scenario = WriteScenario(scenario);
+  options.fakeapi_args = {"--threads", "96", "--max-log-entries", "64"};
+  // The daemon's own defaults for leases and heartbeats, generous timeouts.
+  options.orchestrator_args = {"--heartbeat-interval", "2s",
+                               "--lease-duration",     "10s",
+                               "--schedule-to-start-timeout", "120s",
+                               "--tool-timeout",       "120s"};
+  for (std::string& arg : store_args) {
+    options.orchestrator_args.push_back(std::move(arg));
+  }
+  const int concurrency = flags.concurrency > 0 ? flags.concurrency : 256;
+  for (const char* id : {"w1", "w2"}) {
+    WorkerSpec worker;
+    worker.id = id;
+    worker.tools = Json::array({BuiltinTool("echo")});
+    worker.concurrency = concurrency;
+    options.workers.push_back(worker);
+  }
+  auto cluster = Cluster::Start(std::move(options));
+  if (!cluster.ok()) return cluster.status();
+  Print("worker_concurrency", static_cast<std::int64_t>(concurrency));
+  // A failed phase returns (the cluster's destructor stops every process).
+  absl::Status status = RunToolcallRtt(**cluster, flags, floor_us);
+  if (status.ok()) status = RunBurst(**cluster, flags);
+  if (status.ok()) status = RunTurnOverhead(**cluster, flags);
+  return status;
+}
+
 int RunDispatch(const Flags& flags) {
   const double floor_us = FloorP50Us(flags);
   Json burst_blocks = Json::array();
@@ -476,31 +510,18 @@ int RunDispatch(const Flags& flags) {
              {"blocks",
               Json::array({{{"type", "text"},
                             {"text", "All calls returned."}}})}}})}};
-  ClusterOptions options;
-  options.scenario = WriteScenario(scenario);
-  options.fakeapi_args = {"--threads", "96", "--max-log-entries", "64"};
-  // The daemon's own defaults for leases and heartbeats, generous timeouts.
-  options.orchestrator_args = {"--heartbeat-interval", "2s",
-                               "--lease-duration",     "10s",
-                               "--schedule-to-start-timeout", "120s",
-                               "--tool-timeout",       "120s"};
-  const int concurrency = flags.concurrency > 0 ? flags.concurrency : 256;
-  for (const char* id : {"w1", "w2"}) {
-    WorkerSpec worker;
-    worker.id = id;
-    worker.tools = Json::array({BuiltinTool("echo")});
-    worker.concurrency = concurrency;
-    options.workers.push_back(worker);
+  // Durability on (the default store, every commit fsynced), then off
+  // (--store memory): the same phases, keys of the second run end in
+  // "_memory".
+  Print("durability", "on (SQLite, --store-sync full, --data-dir in a "
+                      "temporary directory)");
+  absl::Status status = RunDispatchPhases(flags, floor_us, scenario, {});
+  if (status.ok()) {
+    ScopedKeySuffix memory("_memory");
+    Print("durability", "off (--store memory)");
+    status = RunDispatchPhases(flags, floor_us, scenario,
+                               {"--store", "memory"});
   }
-  auto cluster = Cluster::Start(std::move(options));
-  if (!cluster.ok()) Fail(cluster.status().ToString());
-  Print("durability", "on (SQLite, --data-dir in a temporary directory)");
-  Print("durability_off", "unavailable (needs a --store memory option)");
-  Print("worker_concurrency", static_cast<std::int64_t>(concurrency));
-  // A failed phase returns (the cluster's destructor stops every process).
-  absl::Status status = RunToolcallRtt(**cluster, flags, floor_us);
-  if (status.ok()) status = RunBurst(**cluster, flags);
-  if (status.ok()) status = RunTurnOverhead(**cluster, flags);
   if (!status.ok()) {
     std::fprintf(stderr, "system_benchmark: %s\n", status.ToString().c_str());
     return 1;
@@ -554,7 +575,10 @@ int RunTasks10k(const Flags& flags) {
   options.orchestrator_args = {"--heartbeat-interval", "2s",
                                "--lease-duration",     "10s",
                                "--schedule-to-start-timeout", "1h",
-                               "--tool-timeout",       "2h"};
+                               "--tool-timeout",       "2h",
+                               // One client submits them all.
+                               "--max-tasks-per-client", "0",
+                               "--default-task-timeout", "0"};
   // toolmesh-worker takes at most 1024 slots: enough workers of up to
   // 1000 slots that every call runs at once.
   const int concurrency = flags.concurrency > 0
