@@ -32,6 +32,7 @@ constexpr ErrorReason kAllReasons[] = {
     ErrorReason::kTimeout,       ErrorReason::kCancelled,
     ErrorReason::kWorkerLost,    ErrorReason::kNoWorker,
     ErrorReason::kStreamAborted, ErrorReason::kServerResultMissing,
+    ErrorReason::kQueueFull,
 };
 
 // A non-empty string field, or nullptr.
@@ -168,6 +169,8 @@ std::string_view ErrorReasonName(ErrorReason reason) {
       return "stream_aborted";
     case ErrorReason::kServerResultMissing:
       return "server_result_missing";
+    case ErrorReason::kQueueFull:
+      return "queue_full";
   }
   return "unknown";
 }
@@ -803,6 +806,11 @@ absl::StatusOr<Json> ToolLedger::ToolResultFor(const ToolUseId& id) const {
     case ErrorReason::kNoWorker:
       text = WithDetail(Cat("The tool did not run: no worker for '",
                             entry->name, "' was available"),
+                        detail);
+      break;
+    case ErrorReason::kQueueFull:
+      text = WithDetail(Cat("The tool did not run: too many calls of '",
+                            entry->name, "' were waiting"),
                         detail);
       break;
     case ErrorReason::kStreamAborted:

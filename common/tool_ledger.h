@@ -71,10 +71,11 @@ enum class ErrorReason {
   kNoWorker,             // no worker took it before schedule-to-start expiry
   kStreamAborted,        // the stream that requested it failed
   kServerResultMissing,  // a server tool's result never arrived
+  kQueueFull,            // refused: the tool's queue was at its limit
 };
 
 // "tool_failed", "invalid_input", "timeout", "cancelled", "worker_lost",
-// "no_worker", "stream_aborted", "server_result_missing".
+// "no_worker", "stream_aborted", "server_result_missing", "queue_full".
 std::string_view ErrorReasonName(ErrorReason reason);
 
 // The inverse of ErrorReasonName (exact, case-sensitive). kInvalidArgument

@@ -95,6 +95,7 @@ TEST(ToolLedgerNamesTest, ErrorReasonNamesAreExactAndRoundTrip) {
       {ErrorReason::kNoWorker, "no_worker"},
       {ErrorReason::kStreamAborted, "stream_aborted"},
       {ErrorReason::kServerResultMissing, "server_result_missing"},
+      {ErrorReason::kQueueFull, "queue_full"},
   };
   for (const auto& [reason, name] : expected) {
     EXPECT_EQ(ErrorReasonName(reason), name);
@@ -671,6 +672,8 @@ TEST_F(ToolLedgerTest, FailFromRunningCarriesEachReasonIntoTheToolResult) {
        "interrupted: why"},
       {ErrorReason::kServerResultMissing,
        "The tool did not finish: its result never arrived: why"},
+      {ErrorReason::kQueueFull,
+       "The tool did not run: too many calls of 'echo' were waiting: why"},
   };
   int n = 0;
   for (const auto& [reason, text] : cases) {
@@ -1189,7 +1192,8 @@ TEST(ToolLedgerPropertyTest, RandomOperationSequencesKeepTheInvariant) {
       ErrorReason::kToolFailed,    ErrorReason::kInvalidInput,
       ErrorReason::kTimeout,       ErrorReason::kCancelled,
       ErrorReason::kWorkerLost,    ErrorReason::kNoWorker,
-      ErrorReason::kStreamAborted, ErrorReason::kServerResultMissing};
+      ErrorReason::kStreamAborted, ErrorReason::kServerResultMissing,
+      ErrorReason::kQueueFull};
   std::mt19937 rng(20240611);
   auto pick = [&rng](int n) {
     return std::uniform_int_distribution<int>(0, n - 1)(rng);
@@ -1230,7 +1234,7 @@ TEST(ToolLedgerPropertyTest, RandomOperationSequencesKeepTheInvariant) {
       } else if (choice < 64) {
         outcome = ledger.CompleteClient(id, attempt, Json("r"), pick(2) == 1);
       } else if (choice < 72) {
-        outcome = ledger.Fail(id, reasons[pick(8)], "f");
+        outcome = ledger.Fail(id, reasons[pick(static_cast<int>(std::size(reasons)))], "f");
       } else if (choice < 84) {
         Json block = Json::object();
         block["type"] = "web_search_tool_result";

@@ -228,7 +228,8 @@ TEST(ProtoDescriptorTest, ToolErrorReasonsMatchTheLedger) {
                           "TOOL_ERROR_REASON_WORKER_LOST",
                           "TOOL_ERROR_REASON_NO_WORKER",
                           "TOOL_ERROR_REASON_STREAM_ABORTED",
-                          "TOOL_ERROR_REASON_SERVER_RESULT_MISSING"));
+                          "TOOL_ERROR_REASON_SERVER_RESULT_MISSING",
+                          "TOOL_ERROR_REASON_QUEUE_FULL"));
 }
 
 // ---------------------------------------------------------------------------

@@ -166,6 +166,8 @@ std::string ToolErrorReasonName(v1::ToolErrorReason reason) {
       return "stream_aborted";
     case v1::TOOL_ERROR_REASON_SERVER_RESULT_MISSING:
       return "server_result_missing";
+    case v1::TOOL_ERROR_REASON_QUEUE_FULL:
+      return "queue_full";
     default:
       return "unspecified";
   }

@@ -1106,6 +1106,8 @@ TEST(EventJsonTest, NamesOfEveryToolErrorReason) {
             "stream_aborted");
   EXPECT_EQ(ToolErrorReasonName(v1::TOOL_ERROR_REASON_SERVER_RESULT_MISSING),
             "server_result_missing");
+  EXPECT_EQ(ToolErrorReasonName(v1::TOOL_ERROR_REASON_QUEUE_FULL),
+            "queue_full");
   EXPECT_EQ(ToolErrorReasonName(static_cast<v1::ToolErrorReason>(99)),
             "unspecified");
 }

@@ -238,7 +238,7 @@ struct Dispatcher::Impl {
   }
 
   // Refuses a first delivery of `spec` whose tool queue is full: it is not
-  // tracked; OnCallFailed(kNoWorker) follows on the engine thread unless
+  // tracked; OnCallFailed(kQueueFull) follows on the engine thread unless
   // the call is cancelled or enqueued again first.
   void Refuse(const CallSpec& spec) {
     const int depth = Depth(spec.name);
@@ -256,7 +256,7 @@ struct Dispatcher::Impl {
       auto it = self->refused.find(key);
       if (it == self->refused.end() || it->second != generation) return;
       self->refused.erase(it);
-      self->listener.OnCallFailed(ref, common::ErrorReason::kNoWorker,
+      self->listener.OnCallFailed(ref, common::ErrorReason::kQueueFull,
                                   message);
     });
   }

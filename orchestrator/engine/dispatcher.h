@@ -86,8 +86,9 @@ class DispatchListener {
   // up (ERROR worker_lost).
   virtual void OnCallLost(const CallRef& call, std::string_view message,
                           bool counts_as_attempt) = 0;
-  // The call ended without a result: kTimeout (start-to-close) or kNoWorker
-  // (schedule-to-start). The dispatcher no longer tracks it (and has sent
+  // The call ended without a result: kTimeout (start-to-close), kNoWorker
+  // (schedule-to-start) or kQueueFull (refused at enqueue, see Enqueue).
+  // The dispatcher no longer tracks it (and has sent
   // Cancel to the worker for kTimeout).
   virtual void OnCallFailed(const CallRef& call, common::ErrorReason reason,
                             std::string_view message) = 0;
@@ -144,7 +145,7 @@ class Dispatcher {
   //
   // Queue depth: when max_queue_depth calls of the tool already wait for a
   // worker, a first delivery (attempt 1, not re-queued by a restart) is
-  // refused: it is not tracked, and OnCallFailed(kNoWorker, "tool queue for
+  // refused: it is not tracked, and OnCallFailed(kQueueFull, "tool queue for
   // \"X\" is full (N calls waiting)") follows through `post`, never from
   // inside Enqueue(); Cancel() before then suppresses it. The task goes on:
   // the model gets an is_error tool_result. Re-deliveries are always queued

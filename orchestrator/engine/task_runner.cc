@@ -64,6 +64,8 @@ v1::ToolErrorReason ReasonToProto(ErrorReason reason) {
       return v1::TOOL_ERROR_REASON_STREAM_ABORTED;
     case ErrorReason::kServerResultMissing:
       return v1::TOOL_ERROR_REASON_SERVER_RESULT_MISSING;
+    case ErrorReason::kQueueFull:
+      return v1::TOOL_ERROR_REASON_QUEUE_FULL;
   }
   return v1::TOOL_ERROR_REASON_UNSPECIFIED;
 }

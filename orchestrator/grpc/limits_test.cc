@@ -451,7 +451,7 @@ TEST_F(LimitsTest, FullToolQueueFailsTheExtraCallAndRefusesSubmissions) {
   ASSERT_FALSE(events.empty());
   const v1::ToolTransition& refused = events.back().tool_transition();
   ASSERT_EQ(refused.state(), v1::TOOL_CALL_STATE_ERROR);
-  EXPECT_EQ(refused.reason(), v1::TOOL_ERROR_REASON_NO_WORKER);
+  EXPECT_EQ(refused.reason(), v1::TOOL_ERROR_REASON_QUEUE_FULL);
   EXPECT_EQ(refused.message(), "tool queue for \"slow\" is full (2 calls waiting)");
 
   // While the queue is full, a task naming the tool is refused; others not.
