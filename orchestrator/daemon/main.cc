@@ -42,6 +42,7 @@
 #include "absl/time/time.h"
 #include "common/random.h"
 #include "grpcpp/ext/proto_server_reflection_plugin.h"
+#include "grpc/health/v1/health.pb.h"
 #include "grpcpp/grpcpp.h"
 #include "grpcpp/health_check_service_interface.h"
 #include "orchestrator/daemon/security_flags.h"
@@ -570,6 +571,10 @@ int main(int argc, char** argv) {
 
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
+  // Reflection describes what the generated descriptor pool holds; grpc++
+  // serves the health service without descriptors, so the standard schema
+  // compiled in toolmesh_proto is linked in and loaded here.
+  (void)grpc::health::v1::HealthCheckRequest::descriptor();
   grpc::ServerBuilder builder;
   int grpc_port = 0;
   builder.AddListeningPort(

@@ -18,7 +18,6 @@
 #include <vector>
 
 #include <google/protobuf/descriptor.pb.h>
-#include <google/protobuf/text_format.h>
 #include <google/protobuf/util/message_differencer.h>
 #include <grpcpp/grpcpp.h>
 
@@ -56,31 +55,6 @@ constexpr char kHealthService[] = "grpc.health.v1.Health";
 constexpr char kReflectionService[] =
     "grpc.reflection.v1alpha.ServerReflection";
 
-// grpc.health.v1's public schema as a FileDescriptorProto, the equivalent of
-// `grpcurl -proto health.proto`: grpc++ serves its default health service
-// without registering protobuf descriptors, so reflection cannot describe
-// it (see HealthServiceIsListedButNotDescribed).
-constexpr char kHealthProto[] = R"pb(
-  name: "grpc/health/v1/health.proto"
-  package: "grpc.health.v1"
-  syntax: "proto3"
-  message_type { name: "HealthCheckRequest"
-    field { name: "service" number: 1 label: LABEL_OPTIONAL type: TYPE_STRING
-            json_name: "service" } }
-  message_type { name: "HealthCheckResponse"
-    field { name: "status" number: 1 label: LABEL_OPTIONAL type: TYPE_ENUM
-            type_name: ".grpc.health.v1.HealthCheckResponse.ServingStatus"
-            json_name: "status" }
-    enum_type { name: "ServingStatus"
-      value { name: "UNKNOWN" number: 0 }
-      value { name: "SERVING" number: 1 }
-      value { name: "NOT_SERVING" number: 2 }
-      value { name: "SERVICE_UNKNOWN" number: 3 } } }
-  service { name: "Health"
-    method { name: "Check"
-             input_type: ".grpc.health.v1.HealthCheckRequest"
-             output_type: ".grpc.health.v1.HealthCheckResponse" } }
-)pb";
 
 // The file names in `files`.
 std::vector<std::string> Names(const std::vector<pb::FileDescriptorProto>& files) {
@@ -295,15 +269,26 @@ TEST_F(ReflectionClientTest, StreamingMethodIsNotCalledAsUnary) {
               StatusIs(absl::StatusCode::kUnimplemented));
 }
 
-TEST_F(ReflectionClientTest, HealthServiceIsListedButNotDescribed) {
-  EXPECT_THAT(client_->FileContainingSymbol(kHealthService),
-              StatusIs(absl::StatusCode::kNotFound));
+TEST_F(ReflectionClientTest, HealthServiceIsDescribed) {
+  Load(kHealthService);
+  auto service = schema_.FindService(kHealthService);
+  ASSERT_THAT(service.status(), IsOk());
+  const pb::ServiceDescriptor* health = *service;
+  const pb::MethodDescriptor* check = health->FindMethodByName("Check");
+  ASSERT_NE(check, nullptr);
+  EXPECT_EQ(check->input_type()->full_name(),
+            "grpc.health.v1.HealthCheckRequest");
+  EXPECT_EQ(check->output_type()->full_name(),
+            "grpc.health.v1.HealthCheckResponse");
+  const pb::MethodDescriptor* watch = health->FindMethodByName("Watch");
+  ASSERT_NE(watch, nullptr);
+  EXPECT_TRUE(watch->server_streaming());
 }
 
 TEST_F(ReflectionClientTest, HealthCheckAnswersServing) {
-  pb::FileDescriptorProto health;
-  ASSERT_TRUE(pb::TextFormat::ParseFromString(kHealthProto, &health));
-  ASSERT_THAT(schema_.AddFiles({health}), IsOk());
+  // Only what reflection serves, as `grpcurl host:port
+  // grpc.health.v1.Health/Check` does.
+  Load(kHealthService);
   auto answer = Call("grpc.health.v1.Health/Check", "{}");
   ASSERT_THAT(answer.status(), IsOk());
   EXPECT_EQ(ParseOrFail(*answer), Json({{"status", "SERVING"}})) << *answer;
