@@ -863,12 +863,20 @@ TEST_F(ClusterTest, FinishedOldAttemptIsAcceptedAfterRestart) {
   absl::StatusOr<std::string> id =
       cluster_->Submit(MakeSpec("Take a nap.", {"sleep"}));
   ASSERT_THAT(id, IsOk());
+  // Kill once turn 1 is committed (a kill while it streams would retry the
+  // turn and its call) and the call runs on the worker.
   bool killed = false;
+  bool committed = false;
+  bool running = false;
   TaskRun before = cluster_->Watch(
       *id, kTaskTimeout,
       [&](const v1::TaskEvent& event) {
-        if (!killed && event.has_tool_transition() &&
-            event.tool_transition().state() == v1::TOOL_CALL_STATE_RUNNING) {
+        committed = committed || event.has_turn_completed();
+        running = running ||
+                  (event.has_tool_transition() &&
+                   event.tool_transition().state() ==
+                       v1::TOOL_CALL_STATE_RUNNING);
+        if (!killed && committed && running) {
           killed = true;
           ASSERT_THAT(cluster_->RestartOrchestrator(), IsOk());
         }
