@@ -97,6 +97,10 @@ constexpr char kUsage[] =
     "                                SubmitTask naming that tool in\n"
     "                                client_tools is RESOURCE_EXHAUSTED\n"
     "                                (default 10000; 0: no limit)\n"
+    "  --max-tool-input-bytes N      largest client tool input sent to a\n"
+    "                                worker; a larger one ends the call\n"
+    "                                with invalid_input, which the model\n"
+    "                                sees (default 1048576; 0: no limit)\n"
     "  --heartbeat-interval D        worker heartbeat interval (default 2s)\n"
     "  --lease-duration D            tool call lease without a heartbeat\n"
     "                                (default 10s)\n"
@@ -296,6 +300,9 @@ Flags ParseFlags(int argc, char** argv) {
       flags.engine.max_tasks_per_client = ParseLimit(name, next());
     } else if (name == "--max-queue-depth") {
       flags.engine.dispatch.max_queue_depth = ParseLimit(name, next());
+    } else if (name == "--max-tool-input-bytes") {
+      flags.engine.max_tool_input_bytes =
+          static_cast<std::size_t>(ParseLimit(name, next()));
     } else if (name == "--heartbeat-interval") {
       flags.engine.dispatch.heartbeat_interval =
           ParsePositiveDuration(name, next());

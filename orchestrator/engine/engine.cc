@@ -113,6 +113,9 @@ class Engine::State final : public RunnerEnv, public DispatchListener {
   const common::HttpHeaders& extra_headers() override {
     return engine_.options_.extra_headers;
   }
+  std::size_t max_tool_input_bytes() override {
+    return engine_.options_.max_tool_input_bytes;
+  }
   void OnTaskFinished(TaskRunner& runner) override {
     --active_tasks_;
     ReleaseClientSlot(runner.id());

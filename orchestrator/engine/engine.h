@@ -57,6 +57,10 @@ struct EngineOptions {
   common::HttpHeaders extra_headers;
   // Deliveries of one client tool call before ERROR worker_lost.
   int max_tool_attempts = 3;
+  // A client tool input larger than this (JSON text) is not sent to a
+  // worker: the call ends ERROR invalid_input saying so, and the model sees
+  // that as its tool_result. 0: no limit.
+  std::size_t max_tool_input_bytes = 1024 * 1024;
   // Retention of finished tasks in the store: deleted once finished longer
   // ago than `retention` (InfiniteDuration: never) or beyond the newest
   // `retention_count`; checked every `retention_interval`.

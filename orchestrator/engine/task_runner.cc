@@ -919,6 +919,18 @@ void TaskRunner::OnBlockStop(std::int64_t /*index*/, const Json& block,
   bool valid = info.input_state == common::InputState::kValid &&
                input != block.end() && input->is_object();
   if (tool->kind == ToolKind::kClient && !info.runnable()) valid = false;
+  if (valid && tool->kind == ToolKind::kClient &&
+      env_.max_tool_input_bytes() > 0) {
+    const std::size_t size = common::DumpJson(*input).size();
+    if (size > env_.max_tool_input_bytes()) {
+      ledger_.MarkInputInvalid(
+          id, absl::StrCat("the tool input is ", size,
+                           " bytes, over the orchestrator's limit of ",
+                           env_.max_tool_input_bytes(), " bytes"));
+      FlushTransitions();
+      return;
+    }
+  }
   if (valid) {
     ledger_.SetInput(id, *input);
     FlushTransitions();

@@ -101,6 +101,9 @@ class RunnerEnv {
   virtual const std::shared_ptr<EngineQueue>& queue() = 0;
   // Headers added to every model request.
   virtual const common::HttpHeaders& extra_headers() = 0;
+  // The largest client tool input (as JSON text) sent to a worker; 0: no
+  // limit.
+  virtual std::size_t max_tool_input_bytes() = 0;
   // The task reached a terminal state (called once, after its terminal
   // event).
   virtual void OnTaskFinished(TaskRunner& runner) = 0;

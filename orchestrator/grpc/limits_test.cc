@@ -63,6 +63,10 @@ constexpr char kScenario[] = R"({"responses": [
    "blocks": [{"type": "tool_use", "name": "park", "input": {}}]},
   {"match": {"last_user_text_contains": "ghost"}, "repeat": true,
    "blocks": [{"type": "tool_use", "name": "ghost", "input": {}}]},
+  {"match": {"last_user_text_contains": "big input"}, "repeat": true,
+   "blocks": [{"type": "tool_use", "name": "slow", "input": {"n": 1}},
+              {"type": "tool_use", "name": "slow",
+               "input": {"text": "a text of more than sixteen bytes"}}]},
   {"match": {"last_user_text_contains": "three slow"}, "repeat": true,
    "blocks": [{"type": "tool_use", "name": "slow", "input": {"n": 1}},
               {"type": "tool_use", "name": "slow", "input": {"n": 2}},
@@ -490,6 +494,31 @@ TEST_F(LimitsTest, FullToolQueueFailsTheExtraCallAndRefusesSubmissions) {
   EXPECT_EQ(errors, 1);
   // The queue drained: the tool takes submissions again.
   EXPECT_TRUE(Submit(kBob, Spec("plain", {"slow"})).ok());
+}
+
+TEST_F(LimitsTest, ToolInputOverTheLimitEndsInvalidInputAndTheTaskGoesOn) {
+  EngineOptions options;
+  options.max_tool_input_bytes = 16;
+  Boot(options);
+  GrpcWorker worker(*workers_, kWorker, "w1", {{"slow", kObjectSchema}});
+  ASSERT_TRUE(worker.first().has_welcome());
+  std::string id;
+  ASSERT_TRUE(Submit(kAlice, Spec("big input", {"slow"}), &id).ok());
+  v1::TaskTerminal terminal = WaitTerminal(id);
+  ASSERT_EQ(terminal.state(), v1::TASK_STATE_COMPLETED)
+      << terminal.error().message();
+  absl::StatusOr<Json> conversation =
+      common::ParseJson(terminal.conversation_json());
+  ASSERT_THAT(conversation.status(), IsOk());
+  ASSERT_EQ(conversation->size(), 4u);
+  const Json& results = (*conversation)[2]["content"];
+  ASSERT_EQ(results.size(), 2u);
+  // {"n":1} (7 bytes) ran on the worker; the 44-byte input never left.
+  EXPECT_FALSE(results[0].value("is_error", false)) << results.dump();
+  EXPECT_TRUE(results[1].value("is_error", false)) << results.dump();
+  EXPECT_THAT(common::DumpJson(results[1]),
+              HasSubstr("the tool input is 44 bytes, over the "
+                        "orchestrator's limit of 16 bytes"));
 }
 
 // ---------------------------------------------------------------------------
