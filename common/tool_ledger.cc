@@ -465,14 +465,19 @@ LedgerOutcome ToolLedger::CompleteClient(const ToolUseId& id, int attempt,
     ++counters_.duplicate_results;
     return LedgerOutcome::kDuplicateResult;
   }
-  entry->result = std::move(content);
-  entry->result_is_error = is_error;
-  if (is_error) {
-    Transition(*entry, ToolState::kError, ErrorReason::kToolFailed, {});
-  } else {
-    Transition(*entry, ToolState::kDone, std::nullopt, {});
-  }
+  ApplyClientResult(*entry, std::move(content), is_error, {});
   return LedgerOutcome::kApplied;
+}
+
+void ToolLedger::ApplyClientResult(ToolEntry& entry, Json content,
+                                   bool is_error, std::string_view message) {
+  entry.result = std::move(content);
+  entry.result_is_error = is_error;
+  if (is_error) {
+    Transition(entry, ToolState::kError, ErrorReason::kToolFailed, message);
+  } else {
+    Transition(entry, ToolState::kDone, std::nullopt, message);
+  }
 }
 
 LedgerOutcome ToolLedger::CompleteClientEarlierAttempt(const ToolUseId& id,
@@ -500,16 +505,10 @@ LedgerOutcome ToolLedger::CompleteClientEarlierAttempt(const ToolUseId& id,
     ++counters_.duplicate_results;
     return LedgerOutcome::kDuplicateResult;
   }
-  entry->result = std::move(content);
-  entry->result_is_error = is_error;
-  const std::string message =
-      absl::StrCat("result of attempt ", attempt, " (finished after attempt ",
-                   entry->attempt, " was delivered)");
-  if (is_error) {
-    Transition(*entry, ToolState::kError, ErrorReason::kToolFailed, message);
-  } else {
-    Transition(*entry, ToolState::kDone, std::nullopt, message);
-  }
+  ApplyClientResult(*entry, std::move(content), is_error,
+                    absl::StrCat("result of attempt ", attempt,
+                                 " (finished after attempt ", entry->attempt,
+                                 " was delivered)"));
   return LedgerOutcome::kApplied;
 }
 

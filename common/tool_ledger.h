@@ -368,6 +368,10 @@ class ToolLedger {
   void Transition(ToolEntry& entry, ToolState to,
                   std::optional<ErrorReason> reason, std::string_view message);
   void Report(const ToolEntry& entry, ToolState from, std::string_view message);
+  // A client result for the non-terminal `entry`: keeps `content` and moves
+  // it to DONE, or ERROR tool_failed when `is_error`.
+  void ApplyClientResult(ToolEntry& entry, Json content, bool is_error,
+                         std::string_view message);
 
   // Closes every non-terminal entry accepted by `select` with `reason_for`.
   template <typename Select, typename ReasonFor>
