@@ -304,6 +304,30 @@ class ClusterTest : public ::testing::Test {
     cluster_ = *std::move(cluster);
   }
 
+  // Watches `task_id` and, once turn 1 is committed (a kill while it
+  // streams would retry the turn and its calls) and a call runs on a
+  // worker, SIGKILLs the orchestrator and starts it again (`killed` says
+  // whether that happened). Returns what the broken stream delivered.
+  TaskRun WatchAndRestartMidTool(const std::string& task_id, bool omit_deltas,
+                                 bool& killed) {
+    killed = false;
+    bool committed = false;
+    bool running = false;
+    return cluster_->Watch(
+        task_id, kTaskTimeout,
+        [&](const v1::TaskEvent& event) {
+          committed = committed || event.has_turn_completed();
+          running = running || (event.has_tool_transition() &&
+                                event.tool_transition().state() ==
+                                    v1::TOOL_CALL_STATE_RUNNING);
+          if (!killed && committed && running) {
+            killed = true;
+            ASSERT_THAT(cluster_->RestartOrchestrator(), IsOk());
+          }
+        },
+        omit_deltas);
+  }
+
   // The fake API applied the API's rules to every request; none may have
   // been rejected (400, 401) or left unmatched by the scenario.
   void ExpectFakeApiAcceptedEverything() {
@@ -786,25 +810,8 @@ TEST_F(ClusterTest, OrchestratorKilledMidToolResumesAfterRestart) {
       cluster_->Submit(MakeSpec("Take three naps.", {"sleep"}));
   ASSERT_THAT(id, IsOk());
 
-  // Watch until turn 1 is committed and a call runs on a worker, then kill
-  // the orchestrator.
   bool killed = false;
-  bool committed = false;
-  bool running = false;
-  TaskRun before = cluster_->Watch(
-      *id, kTaskTimeout,
-      [&](const v1::TaskEvent& event) {
-        committed = committed || event.has_turn_completed();
-        running = running ||
-                  (event.has_tool_transition() &&
-                   event.tool_transition().state() ==
-                       v1::TOOL_CALL_STATE_RUNNING);
-        if (!killed && committed && running) {
-          killed = true;
-          ASSERT_THAT(cluster_->RestartOrchestrator(), IsOk());
-        }
-      },
-      /*omit_deltas=*/false);
+  TaskRun before = WatchAndRestartMidTool(*id, /*omit_deltas=*/false, killed);
   ASSERT_TRUE(killed) << before.Dump();
   ASSERT_FALSE(before.status.ok()) << "the stream should break on SIGKILL";
   ASSERT_FALSE(before.events.empty());
@@ -863,25 +870,8 @@ TEST_F(ClusterTest, FinishedOldAttemptIsAcceptedAfterRestart) {
   absl::StatusOr<std::string> id =
       cluster_->Submit(MakeSpec("Take a nap.", {"sleep"}));
   ASSERT_THAT(id, IsOk());
-  // Kill once turn 1 is committed (a kill while it streams would retry the
-  // turn and its call) and the call runs on the worker.
   bool killed = false;
-  bool committed = false;
-  bool running = false;
-  TaskRun before = cluster_->Watch(
-      *id, kTaskTimeout,
-      [&](const v1::TaskEvent& event) {
-        committed = committed || event.has_turn_completed();
-        running = running ||
-                  (event.has_tool_transition() &&
-                   event.tool_transition().state() ==
-                       v1::TOOL_CALL_STATE_RUNNING);
-        if (!killed && committed && running) {
-          killed = true;
-          ASSERT_THAT(cluster_->RestartOrchestrator(), IsOk());
-        }
-      },
-      /*omit_deltas=*/true);
+  TaskRun before = WatchAndRestartMidTool(*id, /*omit_deltas=*/true, killed);
   ASSERT_TRUE(killed) << before.Dump();
 
   TaskRun all = cluster_->Watch(*id, kTaskTimeout, nullptr,

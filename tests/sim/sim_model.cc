@@ -16,29 +16,6 @@ namespace {
 using common::Json;
 using Kind = common::TransportResult::Kind;
 
-// Index of the first block of the trailing run of client tool_use blocks,
-// or -1 (as the fake API server does).
-int TrailingToolUseStart(const Json& content) {
-  int start = -1;
-  for (int i = static_cast<int>(content.size()) - 1; i >= 0; --i) {
-    if (common::GetString(content[static_cast<std::size_t>(i)], "type") !=
-        "tool_use") {
-      break;
-    }
-    start = i;
-  }
-  return start;
-}
-
-bool HasResultFor(const Json& content, std::string_view id) {
-  for (const Json& block : content) {
-    if (common::ClassifyBlock(block) == common::BlockKind::kServerToolResult &&
-        common::GetString(block, "tool_use_id") == id) {
-      return true;
-    }
-  }
-  return false;
-}
 
 const Json* LastMessage(const Json& body) {
   auto it = body.find("messages");
@@ -255,7 +232,7 @@ void SimModelTransport::Respond(const Json& body, const std::string& rid,
     const bool resolved = std::find(result_ids.begin(), result_ids.end(),
                                     id) != result_ids.end();
     if (resolved != it->second.repeat) continue;
-    if (!HasResultFor(reply.blocks, id)) {
+    if (!fakeapi::HasServerResultFor(reply.blocks, id)) {
       content.push_back(std::move(it->second.result));
     }
     owed_.erase(it);
@@ -277,7 +254,7 @@ void SimModelTransport::Respond(const Json& body, const std::string& rid,
   const bool thinking_on = thinking != body.end() && thinking->is_object() &&
                            common::GetString(*thinking, "type") == "enabled";
   const std::string server_tool = thinking_on ? "" : WebSearchName(body);
-  const int trailing = TrailingToolUseStart(content);
+  const int trailing = fakeapi::TrailingToolUseStart(content);
   if (loop_.Chance(options_.max_tokens)) {
     spec.truncate = true;
     loop_.Fault("max_tokens", rid);

@@ -48,29 +48,6 @@ Json ServerCallInput(std::string_view tool) {
   return Json{{"code", "print('fake')"}};
 }
 
-// Index of the first block of the trailing run of client tool_use blocks,
-// or -1 when the content does not end with one.
-int TrailingToolUseStart(const Json& content) {
-  int start = -1;
-  for (int i = static_cast<int>(content.size()) - 1; i >= 0; --i) {
-    if (common::GetString(content[static_cast<std::size_t>(i)], "type") !=
-        "tool_use") {
-      break;
-    }
-    start = i;
-  }
-  return start;
-}
-
-bool HasResultFor(const Json& content, std::string_view id) {
-  for (const Json& block : content) {
-    if (common::ClassifyBlock(block) == common::BlockKind::kServerToolResult &&
-        common::GetString(block, "tool_use_id") == id) {
-      return true;
-    }
-  }
-  return false;
-}
 
 // Decodes recorded events into the message they build, if they build one.
 absl::StatusOr<Json> DecodeEvents(const std::vector<std::string>& events) {
@@ -502,7 +479,7 @@ void FakeApiServer::Choose(const Json& body, bool stream,
   if (have_spec) {
     Json content = Json::array();
     for (Json& result : owed) {
-      if (!HasResultFor(spec.content,
+      if (!HasServerResultFor(spec.content,
                         common::GetString(result, "tool_use_id"))) {
         content.push_back(std::move(result));
       }

@@ -436,4 +436,26 @@ ModelReply RuleModelRespond(const Json& request, std::uint64_t seed) {
   return reply;
 }
 
+int TrailingToolUseStart(const Json& content) {
+  int start = -1;
+  for (int i = static_cast<int>(content.size()) - 1; i >= 0; --i) {
+    if (common::GetString(content[static_cast<std::size_t>(i)], "type") !=
+        "tool_use") {
+      break;
+    }
+    start = i;
+  }
+  return start;
+}
+
+bool HasServerResultFor(const Json& content, std::string_view id) {
+  for (const Json& block : content) {
+    if (common::ClassifyBlock(block) == common::BlockKind::kServerToolResult &&
+        common::GetString(block, "tool_use_id") == id) {
+      return true;
+    }
+  }
+  return false;
+}
+
 }  // namespace toolmesh::fakeapi

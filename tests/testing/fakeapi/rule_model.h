@@ -58,4 +58,12 @@ struct ModelReply {
 };
 ModelReply RuleModelRespond(const Json& request, std::uint64_t seed);
 
+// Index of the first block of the trailing run of client tool_use blocks of
+// an assistant message's `content`, or -1 when it does not end with one
+// (where message faults insert server calls, rule d.4).
+int TrailingToolUseStart(const Json& content);
+
+// Whether `content` holds a server tool result block for `id`.
+bool HasServerResultFor(const Json& content, std::string_view id);
+
 }  // namespace toolmesh::fakeapi
